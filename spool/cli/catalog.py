@@ -10,9 +10,11 @@ subprocess and says so.  ``data synth`` likewise runs
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,7 @@ from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
 
 if TYPE_CHECKING:
-    from spool.models import Record
+    from spool.models import OwnerStatus, Record
     from spool.settings import Settings
 
 DESCRIPTION_CHARS = 50
@@ -107,16 +109,35 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str, list[str]]:
             catalogue_differences(live))
 
 
-def shown_limits(layout: Layout, record: Record, as_json: bool) -> ToolLimits | None:
+LiveReader = Callable[[], "list[OwnerStatus] | None"]
+"""The live processors' status files (:func:`spool.stats.readable_processors`), read at
+the first call only (:func:`live_reader`)."""
+
+
+def live_reader(layout: Layout) -> LiveReader:
+    """A :data:`LiveReader` of ``layout``'s processors: ``spoolq show`` read every status
+    file once for each limit it shows, and again for why a pending job waits."""
+    from spool.stats import readable_processors  # noqa: PLC0415 - lazy, see spool.cli
+
+    return functools.cache(lambda: readable_processors(layout))
+
+
+def shown_limits(layout: Layout, record: Record, as_json: bool,
+                 live: LiveReader | None = None) -> ToolLimits | None:
     """What ``show_record`` needs of the catalogue: the limits of the record's tool when
-    it is shown as text, else None (the JSON is the record as stored)."""
+    it is shown as text, else None (the JSON is the record as stored).  ``live``: the
+    status files the command reads anyway (by default, ``layout``'s, read here)."""
     if as_json:
         return None
-    from spool.stats import tool_limit  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import live_limit  # noqa: PLC0415 - lazy, see spool.cli
 
-    attempts = None if record.max_attempts is not None else tool_limit(
-        layout, record.tool, "max_attempts")
-    timeout = tool_limit(layout, record.tool, "timeout") if record.timeout else None
+    read = live or live_reader(layout)
+
+    def limit(key: str) -> int | float | None:
+        return None if record.tool is None else live_limit(read(), record.tool, key)
+
+    attempts = None if record.max_attempts is not None else limit("max_attempts")
+    timeout = limit("timeout") if record.timeout else None
     return ToolLimits(None if attempts is None else int(attempts),
                       None if timeout is None else float(timeout))
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spool.cli import parse
-from spool.cli.catalog import shown_limits
+from spool.cli.catalog import live_reader, shown_limits
 from spool.cli.command import (
     EXIT_FAILED,
     EXIT_OK,
@@ -61,7 +61,7 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
     from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.stats import pending_wait, readable_processors  # noqa: PLC0415 - lazy
+    from spool.stats import pending_wait  # noqa: PLC0415 - lazy, see spool.cli
 
     layout = reader_of(settings).layout
     blind = SpoolReader(layout).unsearchable_states()
@@ -85,8 +85,9 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
         raise NotFoundError(f"no job {args.id} in {folders(seen)} (not looked into: "
                             f"{out_of_reach(blind)}; see Permissions in docs/operations.md)"
                             ) from None
+    live = live_reader(layout)  # read once, for the limits and why a pending job waits
     show_record(record, args.json, reader.large.get(args.id),
-                limits=shown_limits(layout, record, args.json))
+                limits=shown_limits(layout, record, args.json, live))
     if record.state is JobState.PENDING and JobState.RUNNING not in blind and (
             layout.job(JobState.RUNNING, args.id).exists()):
         # Never claimed while that file stays (a claim never overwrites); shown pending
@@ -95,7 +96,7 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
              "an orphan recovery has yet to settle: see the processor's log); it is claimed "
              "once that file leaves running/")
     elif record.state is JobState.PENDING and record.tool is not None and (
-            why := pending_wait(readable_processors(layout), record.tool, time.time())):
+            why := pending_wait(live(), record.tool, time.time())):
         note(printable(f"job {args.id} waits: {why}"))
     if blind and record.state is not JobState.PENDING:  # a pending drop wins over the rest
         note(f"job {args.id} as found without looking into {out_of_reach(blind)}: a newer "
