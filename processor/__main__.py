@@ -91,7 +91,7 @@ def _stdout_on_stderr() -> Iterator[None]:
 EXIT_CONFIG = 2
 OPTIONS = {"spool_dir": "--spool-dir", "job_num": "--job-num", "executor": "--executor"}
 """The option of each setting it overrides, to name it in an error."""
-_DEFAULT_TEXT = {"JOB_NUM": "the CPU count", "SPOOL_TOOLS": "none",
+_DEFAULT_TEXT = {"JOB_NUM": "the CPUs it may use", "SPOOL_TOOLS": "none",
                  "SPOOL_DATA_DIR": "SPOOL_DIR/data", "SPOOL_WORKER_MAX_JOBS": "0, no limit",
                  "SPOOL_WORKER_MEMORY_MB": "0, no limit"}
 """Defaults the model holds as something else than what they mean."""

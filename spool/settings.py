@@ -41,6 +41,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from spool.cpus import available_cpus
 from spool.durability import FsyncMode
 from spool.errors import ConfigError
 from spool.text import comma_list
@@ -144,7 +145,9 @@ def _cwd_exists() -> bool:
 
 
 def _cpu_count() -> int:
-    return os.cpu_count() or 1
+    """``JOB_NUM``'s default: the CPUs this process may use (its affinity, its cgroups'
+    CPU quota), not the host's (:mod:`spool.cpus`)."""
+    return available_cpus()
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
