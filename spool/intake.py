@@ -487,20 +487,21 @@ guessing (QA h401)."""
 
 
 def _utf16_hint(data: bytes) -> str:
-    """:data:`UTF16_HINT` when ``data`` begins as UTF-16 does (its byte order mark, or an
-    ASCII character and a NUL byte, twice, in either order); else nothing."""
-    head = data[:4]
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return UTF16_HINT
-    if len(head) < 4:
-        return ""
-    little = head[1] == head[3] == 0 and _ascii(head[0]) and _ascii(head[2])
-    big = head[0] == head[2] == 0 and _ascii(head[1]) and _ascii(head[3])
-    return UTF16_HINT if little or big else ""
-
-
-def _ascii(byte: int) -> bool:
-    return 0 < byte < 0x80
+    """:data:`UTF16_HINT` when ``data`` reads as UTF-16 text beginning with ``{`` or ``[``
+    and an ASCII character (after its byte order mark and blanks), either byte order;
+    else nothing.  A test of
+    the first bytes alone (a BOM, or an ASCII byte and a NUL, twice) also said it of
+    UTF-32 (whose little-endian BOM begins as UTF-16's) and of a latin-1 file beginning
+    "ÿþ" (h407)."""
+    sample = data[:256]
+    sample = sample[:len(sample) - len(sample) % 2]
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+                       (b"", "utf-16-le"), (b"", "utf-16-be")):
+        if sample.startswith(bom):
+            text = sample[len(bom):].decode(codec, errors="replace").lstrip(" \t\r\n")
+            if text[:1] in ("{", "[") and all(0 < ord(char) < 0x80 for char in text[1:2]):
+                return UTF16_HINT
+    return ""
 
 
 def validation_reason(exc: ValidationError) -> str:

@@ -18,6 +18,8 @@ import orjson
 import pytest
 from spoolkit import spoolq, start_processor, stop_processor
 
+from spool.intake import UTF16_HINT, malformed_reason
+
 BOM = b"\xef\xbb\xbf"
 
 
@@ -128,3 +130,37 @@ def test_a_job_file_in_utf16_is_refused_saying_so(
     assert submitted.returncode == 1
     assert "it looks like UTF-16" in submitted.stderr, submitted.stderr
     assert list((root / "pending").iterdir()) == []
+
+
+def _reason(data: bytes) -> str:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return malformed_reason(data, exc)
+    raise AssertionError(f"{data!r} parsed")
+
+
+JOB = '{"tool": "echo", "params": {"message": "x"}}'
+
+
+@pytest.mark.parametrize("data", [
+    JOB.encode("utf-16"), JOB.encode("utf-16-le"), JOB.encode("utf-16-be"),
+    ("\r\n  " + JOB).encode("utf-16-le"), ("\ufeff \n" + JOB).encode("utf-16-be"),
+    ("[" + JOB + "]").encode("utf-16"),
+], ids=["bom", "le", "be", "le-blanks-first", "be-bom-blanks", "array"])
+def test_the_utf16_hint_is_said_of_utf16_text(data: bytes) -> None:
+    assert _reason(data).endswith(UTF16_HINT), _reason(data)
+
+
+@pytest.mark.parametrize("data", [
+    JOB.encode("utf-32"), JOB.encode("utf-32-le"), JOB.encode("utf-32-be"),
+    ("ÿþ" + JOB).encode("latin-1"), ("þÿ" + JOB).encode("latin-1"),
+    b"{\x00 broken", b"\x00\x00\x00\x00", b"\xff\xfe",
+], ids=["utf32-bom", "utf32-le", "utf32-be", "latin1-y-thorn", "latin1-thorn-y",
+        "nul-in-utf8", "nuls", "bom-alone"])
+def test_the_utf16_hint_is_not_said_of_other_encodings(data: bytes) -> None:
+    """UTF-32's little-endian byte order mark begins as UTF-16's, and a latin-1 file may
+    begin "ÿþ": the first bytes alone said UTF-16 of both (h407)."""
+    reason = _reason(data)
+    assert "UTF-16" not in reason, reason
+    assert reason.startswith(("not UTF-8", "malformed JSON")), reason
