@@ -119,7 +119,7 @@ def run_times(seconds: float | None, left: float | None) -> str:
     return f"{clock(seconds)}<{clock(math.ceil(left))}"
 
 
-def _held(record: Record) -> str:
+def held(record: Record) -> str:
     """Of a pending job held by its ``not_before`` or a retry's backoff: until when.  The
     bar said "pending" alone of a job held until tomorrow (QA h401)."""
     due = record.due_at() if record.state is JobState.PENDING else None
@@ -153,7 +153,7 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     if not done and fraction is not None:  # 99.6% going on (or failed) is no '100%'
         fraction = min(fraction, 0.99)
     percent = "   -" if fraction is None else f"{fraction:4.0%}"
-    message = printable(progress.message) if progress and running else _held(record)
+    message = printable(progress.message) if progress and running else held(record)
     if escaping is not None:  # counted as the stream writes it: "\\u56de" is 6 columns
         message = as_written(message, escaping)
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)

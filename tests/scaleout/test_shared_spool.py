@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,15 @@ def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDa
     assert "left to the processors that offer tool 'd_append'" in shown.stderr, shown.stderr
     assert f"(pid {knows.pid} on " in shown.stderr, shown.stderr
     assert f"pid {lacks.pid} on " in shown.stderr.split(";")[-1], shown.stderr
+    # One held by its not_before was said to be "left to" the one offering its tool
+    # alone, as if that one could claim it now (h403).
+    later = _job(1, log) | {"not_before": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    drop(spool_root, "later", later)
+    shown = _cli(spool_root, "show", "later")
+    assert "job later waits: held until " in shown.stderr, shown.stderr
+    assert "; then left to the processors that offer tool 'd_append'" in shown.stderr, \
+        shown.stderr
+    _cli(spool_root, "cancel", "later")
 
     gate.touch()  # the first job ends, and the others run
     wait_for(lambda: _done(spool_root) == 3, 60, "every job done by the one offering it")
