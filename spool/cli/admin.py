@@ -24,7 +24,7 @@ from spool.cli.command import (
     client_of,
     note,
 )
-from spool.cli.render import emit_json
+from spool.cli.render import emit_json, printable_path
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, DROP_MODE, init_system
 from spool.errors import SpoolError
 from spool.fsops import Mover
@@ -63,7 +63,7 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
         emit_json({"spool": str(layout.root), "system": args.system or _is_system(layout),
                    "folders": [p.name for p in layout.all_folders()]})
     else:
-        print(f"spool ready at {layout.root}")
+        print(printable_path(f"spool ready at {layout.root}"))
     return EXIT_OK
 
 
@@ -139,7 +139,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{len(report.held)} of them stay while what they record is there; "
                   "remove it (as its owner or root) and purge again:")
             for kept_at in report.held:
-                print(f"  {client.layout.root / kept_at}")
+                print(printable_path(f"  {client.layout.root / kept_at}"))
     return _said_trouble(report)
 
 

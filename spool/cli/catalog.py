@@ -23,7 +23,7 @@ import orjson
 from spool.catalogue import catalogue_differences, catalogue_entry, merged_catalogue, param_names
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_globals, add_json, layout_of, note
-from spool.cli.render import ToolLimits, emit_json, table
+from spool.cli.render import ToolLimits, emit_json, printable, printable_path, table
 from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
 
@@ -213,8 +213,10 @@ def run_data_synth(args: argparse.Namespace, settings: Settings) -> int:
         emit_json({"data_dir": str(data_dir), "symbols": args.symbols, "bars": args.bars,
                    "seed": args.seed})
     else:
-        print(f"wrote {args.symbols} symbols x {args.bars} bars to {data_dir}", flush=True)
-    sys.stderr.write(proc.stderr.decode(errors="replace"))  # its note of other files
+        print(printable_path(f"wrote {args.symbols} symbols x {args.bars} bars to {data_dir}"),
+              flush=True)
+    for line in proc.stderr.decode(errors="replace").splitlines():  # its note of other files
+        print(printable(line), file=sys.stderr)
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spool.cli.render import printable
 from spool.client import Client, denied, require_spool
 from spool.durability import FsyncMode
 from spool.errors import SpoolError, SpoolIOError
@@ -100,13 +101,15 @@ def add_globals(parser: argparse.ArgumentParser, *, on_command: bool,
 
 
 def note(text: str) -> None:
-    """A remark for the person at the terminal; stdout stays data only.
+    """A remark for the person at the terminal, one line, its control characters
+    escaped (:func:`~spool.cli.render.printable`: a path or an error's text with an
+    escape in it reached the terminal, h401); stdout stays data only.
 
     What stdout holds so far goes out first, so that where both streams reach one file
     or pipe (``>> log 2>&1``, cron's mail) the remark follows what it is about."""
     if sys.stdout is not None:
         sys.stdout.flush()
-    print(f"spoolq: {text}", file=sys.stderr)
+    print(f"spoolq: {printable(text)}", file=sys.stderr)
 
 
 def add_json(parser: argparse.ArgumentParser, what: str = "the output") -> None:

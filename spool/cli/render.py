@@ -210,6 +210,17 @@ def printable(text: str) -> str:
                             else ascii(m.group())[1:-1], text)
 
 
+def printable_path(text: str) -> str:
+    """A line naming a path on stdout: :func:`printable`, but a byte of the name that is
+    not UTF-8 (a surrogate here) left for the stream to write as that byte, so that the
+    name printed is the folder's (``spoolq init`` of ``sp\\xffool``)."""
+    return "".join(part if "\ud800" <= part[:1] <= "\udfff" else printable(part)
+                   for part in _SURROGATES.split(text))
+
+
+_SURROGATES = re.compile("([\ud800-\udfff]+)")
+
+
 def cells(text: str) -> int:
     """How many terminal columns :func:`printable` text takes: East Asian wide and
     full-width characters two, combining marks none, the rest one."""

@@ -276,6 +276,22 @@ def test_hostile_strings_reach_the_terminal_as_escapes(root: Path,
     assert data(spoolq(env, "show", "esc", "--json"))["tool"] == TOOL  # data stays as it is
 
 
+def test_paths_with_escapes_reach_the_terminal_escaped(tmp_path: Path,
+                                                     env: dict[str, str]) -> None:
+    """``init``, ``data synth`` and the notes printed paths raw: an escape in
+    ``SPOOL_DIR`` recoloured the terminal (h401)."""
+    where = str(tmp_path / "sp\x1b[31mool")
+    said = [spoolq(env, "--spool-dir", where, *args) for args in (
+        ["init"], ["data", "synth", "--symbols", "2", "--bars", "30"],
+        ["--spool-dir", where + "\x1b[0m", "stats"])]
+    assert [proc.returncode for proc in said] == [0, 0, 1], [p.stderr for p in said]
+    for proc in said:
+        assert b"\x1b" not in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)
+    assert said[0].stdout.decode() == f"spool ready at {tmp_path}/sp\\x1b[31mool\n"
+    assert said[1].stdout.decode().endswith(f" to {tmp_path}/sp\\x1b[31mool/data\n")
+    assert b"sp\\x1b[31mool\\x1b[0m" in said[2].stderr, said[2].stderr
+
+
 def test_init_json_of_a_path_that_is_not_utf8(tmp_path: Path, env: dict[str, str]) -> None:
     """JSON cannot hold such bytes: orjson refused them and spoolq called it a bug."""
     where = os.fsencode(tmp_path) + b"/sp\xffool"
