@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
+from spool.text import bytes_quoted
+
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
@@ -35,7 +37,8 @@ class Parser(argparse.ArgumentParser):
     (``spool-processor --job-num abc`` printed argparse's usage block first)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {bytes_quoted(message)} (see '{self.prog} "
+                  "--help')\n")
 
     def print_help(self, file: SupportsWrite[str] | None = None) -> None:
         file = file or sys.stdout

@@ -24,6 +24,17 @@ def valid_text(value: str) -> str:
     return value
 
 
+_QUOTED_BYTE = re.compile(r"(?<!\\)\\udc([89a-f][0-9a-f])")
+
+
+def bytes_quoted(message: str) -> str:
+    """``message`` with each byte that was not UTF-8 as ``\\xff``: raw (a surrogate from
+    ``surrogateescape``) or as ``repr`` quoted it (``\\udcff``).  Under a plain POSIX
+    locale (``LC_ALL=C PYTHONUTF8=0``) every byte past ASCII of an argument is such a
+    surrogate: an error quoting ``'café'`` said ``'caf\\udcc3\\udca9'`` (h401)."""
+    return _QUOTED_BYTE.sub(r"\\x\1", valid_text(message))
+
+
 def comma_list(value: str) -> list[str]:
     """The items of a comma-separated setting (``SPOOL_TOOLS``' modules), stripped, the
     empty ones dropped: read so by the settings and by a forkserver that reads the

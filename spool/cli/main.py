@@ -41,6 +41,7 @@ from spool.cli.command import (
 from spool.cli.render import printable
 from spool.errors import ConfigError, NotASpool, SpoolError
 from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
+from spool.text import bytes_quoted
 from spool.version import add_version
 from spool.view import shown
 
@@ -68,7 +69,8 @@ class _Parser(Parser):
         self._negative_number_matcher = re.compile(r"^-(\d+(\.\d+)?|\.\d+)\s*[smhdw]?$")
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"spoolq: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"spoolq: error: {bytes_quoted(message)} (see "
+                  f"'{self.prog} --help')\n")
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:

@@ -210,7 +210,7 @@ def test_help_is_plain_text_and_says_the_commands_settings_and_exit_codes(
     # (spool/settings.py) that an installed package's user does not have.
     assert "settings.py" not in text
     for setting in ("SPOOL_SCAN_S [5.0]", "SPOOL_GRACE_S [30.0]", "SPOOL_FSYNC [always]",
-                    "SPOOL_MAX_JOB_BYTES [1048576]", "JOB_NUM [the CPU count]"):
+                    "SPOOL_MAX_JOB_BYTES [1048576]", "JOB_NUM [the CPUs it may use]"):
         assert setting in text, (setting, text)
 
 

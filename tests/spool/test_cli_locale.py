@@ -126,3 +126,17 @@ def test_ls_columns_line_up_where_stdout_escapes(root: Path, env: dict[str, str]
     assert len(starts) == 1, lines
     starts = {line.index("20" if line != lines[0] else "SUBMITTED", 10) for line in lines}
     assert len(starts) == 1, lines
+
+
+def test_a_usage_error_quotes_bytes_past_ascii_as_bytes_under_a_plain_posix_locale(
+        root: Path, env: dict[str, str]) -> None:
+    """Under ``LC_ALL=C PYTHONUTF8=0`` each byte past ASCII of an argument is a
+    surrogate: the error said ``invalid id 'caf\\udcc3\\udca9'``, which names no bytes a
+    user typed (h401).  A backslash the user typed stays one."""
+    posix = {**env, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    typed = spoolq(posix, "submit", "echo", "--id", "café".encode())
+    assert typed.returncode == 2, typed
+    assert b"invalid id 'caf\\xc3\\xa9': " in typed.stderr, typed.stderr
+    literal = spoolq(posix, "submit", "echo", "--id", "a\\udcff")
+    assert literal.returncode == 2 and b"invalid id 'a\\\\udcff': " in literal.stderr, literal
+    assert list((root / "pending").iterdir()) == []
