@@ -6,6 +6,7 @@ CPU."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -30,8 +31,14 @@ def job_num_of_a_process(tmp_path: Path, preexec: Callable[[], None] | None = No
     return int(done.stdout)
 
 
-def test_the_default_is_the_affinity_masks_count(tmp_path: Path) -> None:
-    assert job_num_of_a_process(tmp_path) == len(os.sched_getaffinity(0))
+def test_the_default_is_the_cpus_the_process_may_use(tmp_path: Path) -> None:
+    """The affinity mask's count, lowered to a quota where this host's cgroups set one (a
+    CI container's ``--cpus``)."""
+    may_use = cpus.available_cpus()
+    assert job_num_of_a_process(tmp_path) == may_use
+    quota = cpus.cgroup_cpu_quota()
+    assert may_use == (len(os.sched_getaffinity(0)) if quota is None else
+                       min(len(os.sched_getaffinity(0)), max(1, math.ceil(quota))))
 
 
 def test_a_process_pinned_to_one_cpu_takes_one_worker(tmp_path: Path) -> None:
