@@ -15,6 +15,7 @@ import pytest
 from daemonkit import drop
 from test_ready_forgotten import discovery_of, look
 
+from processor import elsewhere
 from processor import queues as queues_module
 from processor.daemon import HEARTBEAT_S, Processor
 from processor.discovery import Discovery
@@ -44,6 +45,36 @@ def _publish(layout: Layout, owner: str, tool: str, **fields: object) -> OwnerLe
     return lease
 
 
+class _Clock:
+    """The clocks of :mod:`processor.elsewhere`, moved by the test alone: with the real
+    ones, a stall of a loaded host over the 1 s grace between two looks failed the look
+    "within the grace" (left by the sixty-ninth session)."""
+
+    def __init__(self) -> None:
+        self.now, self.wall = time.monotonic(), time.time()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.wall
+
+    def sync(self) -> None:
+        """The wall clock at the real one's now: after the status files' heartbeats."""
+        self.wall = time.time()
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(elsewhere, "time", fake)
+    return fake
+
+
 def test_only_a_live_claiming_other_processor_counts(spool_root: Path) -> None:
     layout = Layout(spool_root)
     stale = datetime.now(UTC) - timedelta(seconds=HEARTBEAT_STALE_S + 5)
@@ -66,17 +97,19 @@ def test_only_a_live_claiming_other_processor_counts(spool_root: Path) -> None:
         "stopped: gone"
 
 
-def test_a_tool_stays_offered_for_the_grace_of_a_restart(spool_root: Path) -> None:
+def test_a_tool_stays_offered_for_the_grace_of_a_restart(spool_root: Path,
+                                                         clock: _Clock) -> None:
     """The only processor offering a tool restarted (``systemctl restart``): the others
     failed every waiting job of it ``unknown_tool`` 5.5 s after its stop (h398).  What
     another processor offered stays offered for ``grace_s`` after it last was."""
     layout = Layout(spool_root)
     lease = _publish(layout, "other", "theirs")
+    clock.sync()
     others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=1.0)
     assert others.offered_by("theirs") == "other"
     lease.release()  # stopped: its lock let go
     assert others.offered_by("theirs") == "other", "within the grace of a restart"
-    time.sleep(1.1)
+    clock.sleep(1.1)
     assert others.offered_by("theirs") is None, "past it: failed unknown_tool here"
     again = _publish(layout, "other2", "theirs")  # back, under its new owner name
     try:
@@ -124,7 +157,8 @@ def test_a_processor_alive_at_the_start_and_dead_at_the_first_look_is_recalled(
                            ).offered_by("theirs") is None, "gone before the start"
 
 
-def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path) -> None:
+def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path,
+                                                         clock: _Clock) -> None:
     """An orphan of a tool only another processor offers is settled with the
     ``max_attempts`` that one publishes, for the grace of a restart after it went; not
     known here: None, and the processor leaves the judging to the one that claims it
@@ -133,13 +167,14 @@ def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path) -> No
     lease = _publish(layout, "other", "theirs", tools=[
         {"name": "theirs", "execution_mode": "compute", "max_attempts": 3},
         {"name": "odd", "execution_mode": "compute", "max_attempts": "3"}])
+    clock.sync()
     others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=1.0)
     assert others.max_attempts("theirs") == 3
     assert others.max_attempts("odd") is None, "not a limit"
     lease.release()  # died: its lock let go
     assert others.max_attempts("theirs") == 3, "within the grace of a restart"
     assert others.max_attempts("nobody") is None
-    time.sleep(1.1)
+    clock.sleep(1.1)
     assert others.max_attempts("theirs") is None
 
 
