@@ -46,6 +46,7 @@ from statusdkit import (
     report,
     request,
     run_job,
+    settings_for,
     submit,
     wait_for,
     wait_in_page,
@@ -590,6 +591,30 @@ def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spo
     expect(page.locator("#token-form")).to_be_hidden()
     assert request(server.base, "GET", "/api/v1/tasks/victim").json()["state"] == "pending"
     expect(page.locator("#cancel-task")).to_be_visible()
+
+
+def test_a_cancel_on_a_read_only_statusd_says_writes_are_off(spool: Spool,
+                                                           browser: sync_api.Browser) -> None:
+    """statusd without STATUSD_TOKEN (the default: writes off): a newcomer's click on
+    cancel asked for "statusd's token (its STATUSD_TOKEN)", a token that does not exist,
+    and only once one was made up said that writes are off (QA h410).  It says so at the
+    first click now, with no token asked for, and the job is untouched."""
+    expect = sync_api.expect
+    srv = ServerThread(settings_for(spool.layout.root, statusd_token="")).start()
+    try:
+        submit(spool, "untouched", tool="sleep")
+        with own_page(browser) as tab:
+            tab.goto(srv.base + "/#/tasks/untouched")
+            expect(tab.locator("#task-state")).to_have_text("pending")
+            tab.locator("#cancel-task").click()
+            expect(tab.locator("#action-status")).to_have_text(
+                "cannot cancel untouched: writes are off: set STATUSD_TOKEN to enable them")
+            expect(tab.locator("#token-form")).to_be_hidden()
+        wait_for(lambda: not _browser_connections(srv.port),
+                 what="the page's connections to statusd to close")
+        assert request(srv.base, "GET", "/api/v1/tasks/untouched").json()["state"] == "pending"
+    finally:
+        srv.stop()
 
 
 def test_the_keyboard_stays_on_the_actions_after_a_cancel_and_a_retry(
