@@ -93,35 +93,62 @@ def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
     ValueError when the head is not the start of a JSON object, or nests a field deeper
     than :data:`~spool.models.MAX_NESTING` (or than the json module can parse).
     """
-    text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    text = _text(head)
+    fields, complete, _ = _fields_of(text, _skip_space(text, 0), "result")
+    return fields, complete
+
+
+def result_head(head: bytes) -> dict[str, Any]:
+    """The fields of a record's ``result`` (an object) that its first bytes hold whole:
+    a backtest's strategy, params and summary, before its curves.  ValueError as
+    :func:`leading_fields`."""
+    text = _text(head)
+    _, _, at = _fields_of(text, _skip_space(text, 0), "result")
+    if at is None or text[at:at + 1] != "{":
+        return {}
+    return _fields_of(text, at, None)[0]
+
+
+def _text(head: bytes) -> str:
+    return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+
+
+def _skip_space(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+
+
+def _fields_of(text: str, pos: int, stop: str | None
+               ) -> tuple[dict[str, Any], bool, int | None]:
+    """The fields of the JSON object whose ``{`` is at ``pos``, each parsed whole, up to
+    the key ``stop`` (then also where its value begins), the object's end, or the end of
+    ``text`` (then not complete)."""
     if text[pos:pos + 1] != "{":
         raise ValueError("not a JSON object")
     fields: dict[str, Any] = {}
     pos += 1
     while True:
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        pos = _skip_space(text, pos)
         if text[pos:pos + 1] == "}":
-            return fields, True
+            return fields, True, None
         try:
             key, pos = _DECODER.raw_decode(text, pos)
         except ValueError:
-            return fields, False  # the head ends inside a key
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+            return fields, False, None  # the head ends inside a key
+        pos = _skip_space(text, pos)
         if not isinstance(key, str) or text[pos:pos + 1] != ":":
             raise ValueError("not a JSON object")
-        if key == "result":
-            return fields, True
-        pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        pos = _skip_space(text, pos + 1)
+        if key == stop:
+            return fields, True, pos
         try:
             fields[key], pos = _DECODER.raw_decode(text, pos)
         except ValueError:
-            return fields, False  # cut by the end of the head (or bad: the rest is unread)
+            return fields, False, None  # cut by the end of the head (or bad: the rest is unread)
         except RecursionError:  # nested past the stack: as orjson refuses a small one
             raise ValueError("nested too deep") from None
         if nesting_depth(fields[key]) > MAX_NESTING:  # no record the spool writes; and
             raise ValueError("nested too deep")  # past 254 levels orjson cannot write it
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        pos = _skip_space(text, pos)
         if text[pos:pos + 1] == ",":
             pos += 1
         elif text[pos:pos + 1] != "}":
@@ -247,6 +274,24 @@ def in_spool_order(head: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return fields if complete and "state" in fields and "submitted_at" in fields else None
+
+
+def read_result_head(large: LargeRecord) -> dict[str, Any]:
+    """The fields of a large record's ``result`` its first :data:`HEAD_BYTES` hold whole
+    (:func:`result_head`); {} when there are none, or the file is gone or replaced since
+    it was read."""
+    try:
+        fd = open_nofollow(large.path)
+    except OSError:
+        return {}
+    try:
+        if os.fstat(fd).st_size != large.size:
+            return {}
+        return result_head(os.pread(fd, HEAD_BYTES, 0))
+    except (OSError, ValueError):
+        return {}
+    finally:
+        os.close(fd)
 
 
 def copy_record(large: LargeRecord, out: BinaryIO) -> bool:

@@ -279,9 +279,11 @@ def run_backtest(params: BacktestParams, store: DataStore,
             results.update(_run_chunk(chunk, params, _Curves(chunk, bar, done)))
             bar.simulated(done, len(chunk))
             done += len(chunk)
+    # The summary before the symbols' curves: a reader of a large record's first bytes
+    # alone (``spoolq show``, spool/large.py) finds it there.
     return {
         "strategy": params.strategy,
         "params": params.model_dump(mode="json", exclude={"symbols", "strategy"}),
-        "symbols": results,
         "summary": summarize(results),
+        "symbols": results,
     }

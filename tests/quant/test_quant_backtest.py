@@ -104,6 +104,8 @@ def test_summary_and_json(synth_dir: Path) -> None:
     assert result["params"]["fast"] == 10 and result["params"]["slow"] == 50
     decoded = orjson.loads(orjson.dumps(result))
     assert decoded["symbols"]["S0000"]["equity_curve"][0] == ["2010-01-04T00:00:00", 100000.0]
+    # The summary before the curves: what `spoolq show` reads of a large record's head.
+    assert list(decoded) == ["strategy", "params", "summary", "symbols"]
 
 
 def test_every_summary_field_aggregates_the_account_loops_metrics(tmp_path: Path,

@@ -112,6 +112,30 @@ def test_show_prints_the_leading_fields_and_the_size_in_bounded_memory(
                          "(spoolq show big --json writes it as stored)")
 
 
+def test_show_prints_a_large_results_first_fields_a_backtests_summary(
+        env: dict[str, str], root: Path, tmp_path: Path) -> None:
+    """The quick start's backtest (200 symbols, a 21 MB record) was shown "result not
+    shown" alone (QA h410): the fields of the result its head holds whole are shown, a
+    backtest's summary among them (run_backtest writes it before the symbols' curves),
+    and what is cut is not."""
+    path = Layout(root).job(JobState.DONE, "big")
+    summary = {"symbols": 1, "mean_sharpe": 0.4, "best_symbol": "AAA"}
+    with open(path, "wb") as fh:
+        fh.write(orjson.dumps(LEADING)[:-1] + b',"result":' + orjson.dumps(
+            {"strategy": "ma_crossover", "params": {"fast": 10}, "summary": summary}
+        )[:-1] + b',"symbols":{"AAA":{"equity_curve":[')
+        fh.write(b"[1,100000.0]," * (10 * MiB // 13) + b"[2,1.0]]}}}}")
+    code, err, peak = _run(env, tmp_path / "out", "show", "big")
+    lines = (tmp_path / "out").read_text().splitlines()
+    assert (code, err) == (0, ""), err
+    assert peak < PEAK_MAX_BYTES, f"peak RSS {peak / MiB:.0f} MiB"
+    at = lines.index(f"result      its first fields; the rest not shown: the record is "
+                     f"{path.stat().st_size} bytes (spoolq show big --json writes it as "
+                     "stored)")
+    shown = orjson.loads("\n".join(lines[at + 1:]))
+    assert shown == {"strategy": "ma_crossover", "params": {"fast": 10}, "summary": summary}
+
+
 @pytest.mark.parametrize("command", ["show", "wait"])
 def test_json_writes_the_record_as_stored_in_bounded_memory(
         env: dict[str, str], big: tuple[Path, str], tmp_path: Path, command: str) -> None:
