@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 PROC = Path("/proc/self")
 
@@ -38,9 +38,9 @@ def available_cpus(proc: Path = PROC) -> int:
 def cgroup_cpu_quota(proc: Path = PROC) -> float | None:
     """The CPUs' worth of time the tightest quota over this process's cgroups allows
     (1.5: 150 ms a 100 ms period), or None where no quota is set or none can be read."""
-    try:
-        memberships = (proc / "cgroup").read_text().splitlines()
-        mounts = (proc / "mountinfo").read_text().splitlines()
+    try:  # bytes as paths are: a mount point not UTF-8 (or not ASCII under LC_ALL=C)
+        memberships = os.fsdecode((proc / "cgroup").read_bytes()).splitlines()
+        mounts = os.fsdecode((proc / "mountinfo").read_bytes()).splitlines()
     except OSError:
         return None
     quotas = [quota for mount_point, folder, v2 in _cpu_folders(memberships, mounts)
@@ -60,8 +60,8 @@ def _cpu_folders(memberships: list[str],
             paths.setdefault("v2", path)
         elif "cpu" in controllers.split(","):
             paths.setdefault("v1", path)
-    for line in mounts:
-        fields = line.split()
+    for line in mounts:  # one space between fields; an empty mount source is ""
+        fields = line.split(" ")
         if "-" not in fields[6:]:
             continue
         tail = fields[fields.index("-", 6) + 1:]
@@ -72,16 +72,28 @@ def _cpu_folders(memberships: list[str],
             fstype == "cgroup" and "cpu" in options) else None
         if version in paths:
             mount_point = Path(_unescape(fields[4]))
-            yield mount_point, _folder(_unescape(fields[3]), mount_point,
-                                       paths[version]), version == "v2"
+            folder = _folder(_unescape(fields[3]), mount_point, paths[version])
+            if folder is not None:
+                yield mount_point, folder, version == "v2"
 
 
-def _folder(root: str, mount_point: Path, path: str) -> Path:
-    """Where ``path`` (of the hierarchy) is under a mount of its folder ``root``: the
-    mount point itself when the mount does not show it (a container's own cgroup mounted
-    as the root, its path the host's)."""
-    relative = os.path.relpath(path, root)
-    return mount_point if relative.startswith("..") else mount_point / relative
+def _folder(root: str, mount_point: Path, path: str) -> Path | None:
+    """Where ``path`` (of the hierarchy) is under a mount of its folder ``root``, both
+    as this process's cgroup namespace shows them; None when the mount shows no folder
+    above it (another cgroup bind-mounted: its quota is not this process's).
+
+    A root outside the namespace (``/../..``: the hierarchy mounted before a
+    ``unshare -C``) is above the namespace's root, which is above ``path``, but where
+    below it is not told: only the mount point's own quota is known to apply."""
+    root_parts = PurePosixPath(root).parts[1:]
+    path_parts = PurePosixPath(path).parts[1:]
+    below = path_parts[len(root_parts):]
+    if path_parts[:len(root_parts)] == root_parts and ".." not in below:
+        return mount_point.joinpath(*below)
+    ups = len(root_parts)
+    if set(root_parts) == {".."} and path_parts[:ups] != ("..",) * ups:
+        return mount_point
+    return None
 
 
 def _unescape(field: str) -> str:

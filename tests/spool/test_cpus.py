@@ -153,3 +153,80 @@ def test_no_quota_or_unreadable_cgroups_lower_nothing(tmp_path: Path) -> None:
     assert cpus.cgroup_cpu_quota(proc) is None
     assert cpus.available_cpus(proc) == len(os.sched_getaffinity(0))
     assert cpus.cgroup_cpu_quota(tmp_path / "no-proc-here") is None
+
+
+def v1_quota(folder: Path, quota_us: int, period_us: int = 100_000) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+    (folder / "cpu.cfs_period_us").write_text(f"{period_us}\n")
+
+
+def test_a_mount_point_not_utf8_neither_raises_nor_hides_the_quota(tmp_path: Path) -> None:
+    """The kernel writes a mount point's bytes as they are: one not UTF-8 (a disk mounted
+    at a latin-1 name, anywhere on the host) raised UnicodeDecodeError out of every
+    Settings() without JOB_NUM, which load_settings told as 'cannot read .env: not
+    UTF-8' with no .env there."""
+    mount = tmp_path / os.fsdecode(b"cgroup-caf\xe9")
+    v1_quota(mount, 50_000)
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_bytes(b"5:cpu,cpuacct:/\n")
+    (proc / "mountinfo").write_bytes(
+        b"28 27 0:25 / /media/caf\xe9 rw - vfat /dev/sdb1 rw\n"
+        + b"40 30 0:33 / " + os.fsencode(mount) + b" rw - cgroup cgroup rw,cpu,cpuacct\n")
+    assert cpus.cgroup_cpu_quota(proc) == 0.5
+    assert cpus.available_cpus(proc) == 1
+
+
+def test_a_mount_point_not_ascii_under_the_c_locale(tmp_path: Path) -> None:
+    """LC_ALL=C with PYTHONUTF8=0 reads files as ASCII: 'café' in any mount point
+    raised there."""
+    mount = tmp_path / "cgroup-café"
+    v1_quota(mount, 50_000)
+    proc = fake_proc(tmp_path, "5:cpu,cpuacct:/\n",
+                     f"28 27 0:25 / /media/café rw - vfat /dev/sdb1 rw\n"
+                     f"40 30 0:33 / {mount} rw - cgroup cgroup rw,cpu,cpuacct\n")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from spool import cpus;"
+         " print(cpus.cgroup_cpu_quota(Path(sys.argv[1])))", str(proc)],
+        env=env, cwd=Path(cpus.__file__).parent.parent, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "0.5"), done.stderr
+
+
+def test_a_cgroup_mount_with_an_empty_source_is_read(tmp_path: Path) -> None:
+    """mount(2) takes "" as the source; mountinfo then has two spaces before the super
+    options, which a split on any whitespace shifted into the source's place."""
+    mount = tmp_path / "cpu"
+    v1_quota(mount, 50_000)
+    proc = fake_proc(tmp_path, "5:cpu:/\n", f"66 46 0:29 / {mount} rw - cgroup  rw,cpu\n")
+    assert cpus.cgroup_cpu_quota(proc) == 0.5
+
+
+def test_a_cgroup_mounted_that_is_not_above_the_process_lowers_nothing(tmp_path: Path) -> None:
+    """Another cgroup bind-mounted (``mount --bind /sys/fs/cgroup/cpu/other /x``): its
+    quota is not this process's, where it was read as its mount point's."""
+    host, other = tmp_path / "cpu", tmp_path / "other"
+    v1_quota(host, -1)
+    v1_quota(host / "a" / "b", -1)
+    v1_quota(other, 50_000)
+    proc = fake_proc(tmp_path, "5:cpu:/a/b\n",
+                     f"51 50 0:29 / {host} rw - cgroup cgroup rw,cpu\n"
+                     f"66 46 0:29 /other {other} rw - cgroup cgroup rw,cpu\n")
+    assert cpus.cgroup_cpu_quota(proc) is None
+
+
+def test_a_mount_from_above_the_cgroup_namespace_gives_only_its_own_quota(
+        tmp_path: Path) -> None:
+    """After ``unshare -C`` the inherited mount's root reads ``/../..`` and the process's
+    path ``/x`` (from the namespace's root): ``mount/x`` is some other cgroup (the host's
+    ``/x``), where it was read as the process's."""
+    mount = tmp_path / "cpu"
+    v1_quota(mount, -1)
+    v1_quota(mount / "x", 50_000)
+    proc = fake_proc(tmp_path, "5:cpu:/x\n", f"32 31 0:29 /../.. {mount} rw - cgroup cgroup"
+                     " rw,cpu\n")
+    assert cpus.cgroup_cpu_quota(proc) is None
+    v1_quota(mount, 150_000)  # the mount point is above the namespace: its quota holds
+    assert cpus.cgroup_cpu_quota(proc) == 1.5
