@@ -25,14 +25,20 @@ def valid_text(value: str) -> str:
 
 
 _QUOTED_BYTE = re.compile(r"(?<!\\)\\udc([89a-f][0-9a-f])")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def bytes_quoted(message: str) -> str:
     """``message`` with each byte that was not UTF-8 as ``\\xff``: raw (a surrogate from
     ``surrogateescape``) or as ``repr`` quoted it (``\\udcff``).  Under a plain POSIX
     locale (``LC_ALL=C PYTHONUTF8=0``) every byte past ASCII of an argument is such a
-    surrogate: an error quoting ``'café'`` said ``'caf\\udcc3\\udca9'`` (h401)."""
-    return _QUOTED_BYTE.sub(r"\\x\1", valid_text(message))
+    surrogate: an error quoting ``'café'`` said ``'caf\\udcc3\\udca9'`` (h401).
+
+    Control characters are escaped too (``\\x1b``): argparse quotes a bad choice with
+    ``repr``, but names unrecognized arguments and an ambiguous ``--s=VALUE`` as they
+    were typed, and an escape in them reached the terminal (h411)."""
+    quoted = _QUOTED_BYTE.sub(r"\\x\1", valid_text(message))
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], quoted)
 
 
 def comma_list(value: str) -> list[str]:

@@ -69,7 +69,7 @@ class _Parser(Parser):
         self._negative_number_matcher = re.compile(r"^-(\d+(\.\d+)?|\.\d+)\s*[smhdw]?$")
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"spoolq: error: {bytes_quoted(message)} (see "
+        self.exit(EXIT_USAGE, f"spoolq: error: {printable(bytes_quoted(message))} (see "
                   f"'{self.prog} --help')\n")
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
@@ -81,8 +81,11 @@ class _Parser(Parser):
             words = [self.prog, getattr(parsed, "command", None),
                      getattr(parsed, "data_command", None)]
             prog = " ".join(w for w in words if w)
-            self.exit(EXIT_USAGE, f"spoolq: error: unrecognized arguments: "
-                      f"{' '.join(extras)} (see '{prog} --help')\n")
+            # Told as error() tells the rest: as typed, an escape in them reached the
+            # terminal, and a byte past ASCII under LC_ALL=C read '\udcc3' (h411).
+            said = printable(bytes_quoted(" ".join(extras)))
+            self.exit(EXIT_USAGE, f"spoolq: error: unrecognized arguments: {said} (see "
+                      f"'{prog} --help')\n")
         return parsed
 
 

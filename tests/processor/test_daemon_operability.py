@@ -254,6 +254,18 @@ def test_a_malformed_option_is_one_line_too(tmp_path: Path) -> None:
         assert lines[0].endswith("(see 'spool-processor --help')"), proc.stderr
 
 
+def test_an_argument_a_usage_error_names_as_typed_is_escaped(tmp_path: Path) -> None:
+    """argparse names an unrecognized argument as typed, not with ``repr``: an escape in
+    it reached the terminal (h411)."""
+    proc = subprocess.run([sys.executable, "-m", "processor", "tools", "\x1b[31mX"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "\x1b" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("spool-processor: error: unrecognized arguments: "
+                                  "\\x1b[31mX (see "), proc.stderr
+
+
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt") as mnt:
         make_spool(mnt / "spool")

@@ -140,3 +140,19 @@ def test_a_usage_error_quotes_bytes_past_ascii_as_bytes_under_a_plain_posix_loca
     literal = spoolq(posix, "submit", "echo", "--id", "a\\udcff")
     assert literal.returncode == 2 and b"invalid id 'a\\\\udcff': " in literal.stderr, literal
     assert list((root / "pending").iterdir()) == []
+
+
+def test_arguments_a_usage_error_names_as_typed_are_escaped(
+        root: Path, env: dict[str, str]) -> None:
+    """argparse names unrecognized arguments and an ambiguous ``--s=VALUE`` as typed, not
+    with ``repr``: an escape in them recoloured the terminal, and under ``LC_ALL=C
+    PYTHONUTF8=0`` 'café' read ``caf\\udcc3\\udca9`` there (h411)."""
+    posix = {**env, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    for run_env, args, says in (
+            (env, ["stats", "\x1b[31mX"], b"unrecognized arguments: \\x1b[31mX (see "),
+            (env, ["ls", "--s=\x1b]0;t\x07"], b"ambiguous option: --s=\\x1b]0;t\\x07 could"),
+            (posix, ["stats", "caf\u00e9".encode()], b"unrecognized arguments: caf\\xc3\\xa9")):
+        proc = spoolq(run_env, *args)
+        assert proc.returncode == 2, proc
+        assert b"\x1b" not in proc.stderr and b"\x07" not in proc.stderr, proc.stderr
+        assert says in proc.stderr and proc.stderr.count(b"\n") == 1, proc.stderr
