@@ -25,7 +25,6 @@ def valid_text(value: str) -> str:
 
 
 _QUOTED_BYTE = re.compile(r"(?<!\\)\\udc([89a-f][0-9a-f])")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def bytes_quoted(message: str) -> str:
@@ -37,8 +36,7 @@ def bytes_quoted(message: str) -> str:
     Control characters are escaped too (``\\x1b``): argparse quotes a bad choice with
     ``repr``, but names unrecognized arguments and an ambiguous ``--s=VALUE`` as they
     were typed, and an escape in them reached the terminal (h411)."""
-    quoted = _QUOTED_BYTE.sub(r"\\x\1", valid_text(message))
-    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], quoted)
+    return _QUOTED_BYTE.sub(r"\\x\1", one_line(message))
 
 
 def comma_list(value: str) -> list[str]:
