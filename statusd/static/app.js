@@ -94,6 +94,7 @@ const ui = {
   processors: [],         // the last stats' processors: the status file of each holding its lock
   toolLimits: new Map(),  // the live processors' attempt limit by tool (GET api/v1/tools)
   toolsOf: null,          // the processors that catalogue is of: "owner started_at" each
+  tools: [],              // the tools the last stats named: the tool filter's options
   fieldsOf: null,         // the record the task view's fields show
   unreachable: null,      // since when statusd has not answered (ms), or null
   unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
@@ -426,7 +427,8 @@ async function refreshStats() {
   const oldest = fmtOldest(stats.oldest_pending_age_s, stats.oldest_due_pending_age_s);
   $("oldest").replaceChildren(
     ...oldest.flatMap((part, n) => [n ? ", " : "", el("span", {}, part)]));
-  updateToolOptions(stats.tools || []);
+  ui.tools = Array.isArray(stats.tools) ? stats.tools : [];
+  updateToolOptions();
   renderNote();
 }
 
@@ -532,10 +534,20 @@ function scheduleStats() {
   }
 }
 
-function updateToolOptions(tools) {
+function updateToolOptions() {
+  // The tools the last stats named (those the live processors offer, and those of jobs in
+  // the spool: at most 256 of these, statusd's bound), and the one filtered on.  Options
+  // were only ever added: a page open for days offered every tool it had seen, long purged
+  // (four rounds of 100 made-up names, each purged: 400 options, statusd naming none; QA
+  // h409).  The one filtered on stays, so the select says the filter in force.
   const select = $("tool-filter");
+  const keep = new Set(ui.tools);
+  if (ui.filter.tool) keep.add(ui.filter.tool);
+  for (const option of [...select.options]) {
+    if (option.value && !keep.has(option.value)) option.remove();
+  }
   const have = new Set([...select.options].map((o) => o.value));
-  for (const tool of tools) {
+  for (const tool of keep) {
     if (!have.has(tool)) select.appendChild(el("option", { value: tool }, shown(tool)));
   }
 }
@@ -1928,7 +1940,7 @@ function listHash(filter) {
 function showFilter() {
   // The selects say the filter in force; a tool no stats have named yet (a link to a
   // tool with no job now) gets its option, or the select would show "all".
-  updateToolOptions(ui.filter.tool ? [ui.filter.tool] : []);
+  updateToolOptions();
   $("state-filter").value = ui.filter.state;
   $("tool-filter").value = ui.filter.tool;
   $("back-to-list").href = listHash(ui.filter);

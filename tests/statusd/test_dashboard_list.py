@@ -6,12 +6,14 @@ reader have no hover), kept to two lines, as text (never HTML); a running row's 
 filled as far as its percent; a new row takes the place statusd gives it, as a reload
 would; a filtered list keeps to its filter as jobs move, and drops a list answer a filter
 change overtook; the counts follow a move at once; the events socket is tried again with a
-growing wait.  The browser and page fixtures are test_statusd_dashboard's (a page with a
+growing wait; the tool filter offers the tools statusd names now, not every one it ever
+named.  The browser and page fixtures are test_statusd_dashboard's (a page with a
 JavaScript error fails its test).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -30,7 +32,9 @@ from statusdkit import (
     wait_in_page,
 )
 
+from spool.client import Client
 from spool.errors import ErrorType
+from spool.states import JobState
 from spool.transitions import Spool
 
 sync_api = dashboard.sync_api
@@ -342,3 +346,35 @@ def test_a_tool_name_is_not_broken_inside_on_a_laptops_screen(
                 return [td.textContent, range.getClientRects().length];
             })""", column)
         assert all(n == 1 for _, n in lines), lines
+
+
+def test_the_tool_filter_offers_the_tools_named_now_not_every_one_seen(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A page open for days: its tool filter offered every tool the stats had ever named,
+    long after their jobs were purged (options were only added).  The stats name at most
+    256 tools of jobs in the spool; a page that saw made-up names come and be purged all
+    day offered thousands (QA h409: 400 after four rounds of 100, statusd naming none).
+    The tool filtered on keeps its option while it is the filter."""
+    options = page.locator("#tool-filter option")
+    purge = functools.partial(Client.from_settings(server.settings).purge, 0.0,
+                              [JobState.DONE])
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    per_round = 15
+    for round_ in range(3):
+        for k in range(per_round):
+            run_job(spool, f"r{round_}-{k}", tool=f"made_up_{round_}_{k}")
+        # "all" and this round's tools (the stats its transitions bring name no purged
+        # one), and from round 2 the tool filtered on, purged with round 1.
+        expect(page.locator(f"#tool-filter option[value='made_up_{round_}_0']")).to_have_count(1)
+        expect(options).to_have_count(1 + per_round + (round_ == 2))
+        if round_ == 1:
+            page.select_option("#tool-filter", "made_up_1_0")
+            expect(page.locator("#tasks tbody tr")).to_have_count(1)
+        purge()
+    run_job(spool, "last", tool="echo")
+    expect(page.locator("#tool-filter option[value='echo']")).to_have_count(1)
+    expect(page.locator("#tool-filter")).to_have_value("made_up_1_0")
+    expect(options).to_have_count(3)  # "all", echo, the filter in force
+    page.select_option("#tool-filter", "")  # no longer the filter: its option goes
+    expect(options).to_have_count(2)
