@@ -1162,7 +1162,12 @@ function renderNote() {
       leaving.map((p) => `pid ${p.pid} on ${shown(String(p.host))}`).join(", ")
     } ${leaving.length === 1 ? "does" : "do"} not load it; it runs as their workers come free`);
   }
-  if (state === "not found") {
+  if (state === "not found" && ui.fieldsOf) {
+    // Seen here before it went: "not submitted yet" beside its fields and result, still
+    // drawn, could not be so (QA h409).
+    lines.push("its record was purged from the spool (or its drop withdrawn): shown as "
+      + "last seen here; it shows anew if submitted again");
+  } else if (state === "not found") {
     lines.push("no task with this id in the spool: not submitted yet, or its record was "
       + "purged; it shows here once submitted");
   } else if (state === "invalid id") {

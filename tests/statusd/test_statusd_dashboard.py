@@ -1188,6 +1188,8 @@ def test_an_ended_task_purged_while_open_says_it_is_gone(server: ServerThread,
     page.clock.fast_forward(STATS_EVERY_MS)
     expect(page.locator("#task-state")).to_have_text("not found", timeout=15_000)
     expect(page.locator("#task-note")).to_contain_text("its record was purged")
+    # Shown here before it went: not "not submitted yet" (QA h409).
+    expect(page.locator("#task-note")).not_to_contain_text("not submitted yet")
     expect(page.locator("#retry-task")).to_be_hidden()
 
     page.goto(server.base + "/#/tasks/kept")  # one still there stays as it is
