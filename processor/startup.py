@@ -205,8 +205,28 @@ def start_forkserver(tool_modules: Sequence[str] | None = None, *,
         os.environ.pop(PRELOAD_TOOLS_ENV, None)
         os.environ.pop(PRELOAD_QUANT_ENV, None)
     mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    need_temp_dir()
     start_resource_tracker()
     multiprocessing.forkserver.ensure_running()
+
+
+def need_temp_dir() -> None:
+    """Make multiprocessing's temporary folder now (the forkserver's socket is in it),
+    or raise :class:`ConfigError` saying what to set: with a read-only root filesystem
+    and no writable ``/tmp`` (a container's ``--read-only``, ``TMPDIR`` unset or
+    read-only, the working directory ``/``) the processor crashed at start with a
+    31-line traceback from ``tempfile`` and exit 1, which restarts it for ever (h408)."""
+    import multiprocessing.util  # noqa: PLC0415 - multiprocessing's own, already loaded
+
+    try:
+        multiprocessing.util.get_temp_dir()
+    except OSError as exc:  # tempfile's FileNotFoundError: "No usable temporary directory"
+        raise ConfigError(
+            "the COMPUTE workers' forkserver needs a writable temporary folder for its "
+            "socket, and none was found (TMPDIR, then /tmp, /var/tmp, /usr/tmp and the "
+            f"working directory {os.getcwd()!r}, each missing, read-only or full): set "
+            "TMPDIR to a writable folder (a container with a read-only root: mount a "
+            "tmpfs on /tmp)") from exc
 
 
 TRACKER_IGNORES = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
