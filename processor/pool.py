@@ -35,6 +35,7 @@ import functools
 import logging
 import math
 import multiprocessing as mp
+import multiprocessing.forkserver
 import os
 import pickle
 import select
@@ -510,8 +511,18 @@ class LocalPool:
         try:
             self._spawn(slot)
         except Exception as exc:  # EAGAIN, EMFILE, a forkserver that cannot start...
-            log.error("cannot start worker %d, trying again in %g s: %s", slot.index,
-                      _RESPAWN_RETRY_S, exc)
+            gone = forkserver_socket_gone()
+            if gone is not None:
+                # Said "[Errno 2] No such file or directory" each second, naming no file,
+                # while every COMPUTE job waited in pending/ for good (h408).
+                log.error("cannot start worker %d, trying again in %g s: the workers' "
+                          "forkserver's socket %s is gone (removed by a cleaner of "
+                          "temporary files, or by hand): no worker can start until the "
+                          "processor restarts; point TMPDIR at a folder nothing cleans",
+                          slot.index, _RESPAWN_RETRY_S, gone)
+            else:
+                log.error("cannot start worker %d, trying again in %g s: %s", slot.index,
+                          _RESPAWN_RETRY_S, exc)
             self._bury(slot)
             self._respawn_at = time.monotonic() + _RESPAWN_RETRY_S
 
@@ -751,3 +762,16 @@ def _readable_now(fd: int) -> bool:
     poller = select.poll()  # (select.select fails on fds past 1023)
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def forkserver_socket_gone() -> str | None:
+    """The path of the workers' forkserver's socket when it is no longer there (in
+    multiprocessing's folder under TMPDIR or /tmp, where a cleaner of old files or an
+    ``rm -rf /tmp/*`` may take it: the forkserver lives on, but no worker can be forked
+    again), else None."""
+    forkserver = getattr(multiprocessing.forkserver, "_forkserver", None)
+    address = getattr(forkserver, "_forkserver_address", None)
+    if not isinstance(address, str) or not address or address.startswith("\0"):
+        return None  # none started, or an abstract socket (no file to lose)
+    return None if os.path.lexists(address) else address
+
