@@ -219,7 +219,7 @@ def need_temp_dir() -> None:
     import multiprocessing.util  # noqa: PLC0415 - multiprocessing's own, already loaded
 
     try:
-        multiprocessing.util.get_temp_dir()
+        folder = multiprocessing.util.get_temp_dir()
     except OSError as exc:  # tempfile's FileNotFoundError: "No usable temporary directory"
         raise ConfigError(
             "the COMPUTE workers' forkserver needs a writable temporary folder for its "
@@ -227,6 +227,20 @@ def need_temp_dir() -> None:
             f"working directory {os.getcwd()!r}, each missing, read-only or full): set "
             "TMPDIR to a writable folder (a container with a read-only root: mount a "
             "tmpfs on /tmp)") from exc
+    # The socket's name (listener- and 8 characters) in that folder must fit a Unix
+    # socket's address: a long TMPDIR crashed at the bind, "AF_UNIX path too long".
+    socket_path = os.fsencode(os.path.join(folder, "listener-12345678"))
+    if len(socket_path) > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"TMPDIR is too long for the COMPUTE workers' forkserver's socket: "
+            f"{folder!r} and the socket's name make {len(socket_path)} bytes, over the "
+            f"{UNIX_PATH_MAX} a Unix socket's path may have: set TMPDIR to a shorter "
+            "folder (/tmp)")
+
+
+UNIX_PATH_MAX = 107
+"""The longest path a Unix socket may be bound to on Linux (``sun_path``'s 108 bytes,
+the last a NUL)."""
 
 
 TRACKER_IGNORES = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)

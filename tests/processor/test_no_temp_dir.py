@@ -38,3 +38,22 @@ def test_no_writable_temp_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("spool-processor: error: "), proc.stderr
     assert "writable temporary folder" in lines[0] and "TMPDIR" in lines[0], proc.stderr
+
+
+def test_a_temp_dir_too_long_for_a_socket_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The forkserver's socket is bound in TMPDIR: one too long for a Unix socket's path
+    crashed the processor with a traceback, "AF_UNIX path too long", and exit 1."""
+    spool = tmp_path / "spool"
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    env = {**os.environ, "SPOOL_DIR": str(spool), "JOB_NUM": "1",
+           "SPOOL_PRELOAD_QUANT": "0", "TMPDIR": str(deep)}
+    env.pop("SPOOL_EXECUTOR", None)
+    subprocess.run([sys.executable, "-c", "from spool.cli.main import main; main(['init'])"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "processor"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TMPDIR is too long" in lines[0], proc.stderr
