@@ -692,6 +692,11 @@ def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: f
     if reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running",
                        pid=pid or 0, duration_s=ran_s)
-    return Outcome(task.job_id, ErrorType.WORKER_CRASHED,
-                   f"worker process {ended or how_it_ended(exitcode)}", retryable=True,
-                   pid=pid or 0, duration_s=ran_s)
+    how = ended or how_it_ended(exitcode)
+    if ended is None and exitcode == -signal.SIGKILL:
+        # As a worker killed while it loaded its tools is said (pool._unready_death): a
+        # job past a container's or cgroup's memory limit read only "killed by signal
+        # SIGKILL", where the usual killer is the kernel's (h408).
+        how += " (the OOM killer, or a kill from outside)"
+    return Outcome(task.job_id, ErrorType.WORKER_CRASHED, f"worker process {how}",
+                   retryable=True, pid=pid or 0, duration_s=ran_s)
