@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, cast
 
 import orjson
 
-from spool.errors import ConflictError
+from spool.errors import ConflictError, ErrorType
 from spool.states import JobState
 from spool.text import valid_strings, valid_text
 
@@ -370,8 +370,12 @@ def _run_lines(record: Record) -> list[str]:
         # ended one's is the process its tool ran in (a worker's): both were "pid" (h392).
         # One that never started (cancelled while pending, a drop quarantined) ran nowhere:
         # its pid wrote the record (`spoolq cancel`'s, statusd's, the processor's: h397).
+        # One its processor died running was written by the recovery of another (a
+        # processor started since, pid 1 again in a container): "ran in pid" named a
+        # process that never ran it (h408).
         whose = "processor pid" if record.state is JobState.RUNNING \
-            else "ran in pid" if record.started_at is not None else "written by pid"
+            else "written by pid" if record.started_at is None or _abandoned(record) \
+            else "ran in pid"
         pid = "" if record.pid is None else f" ({whose} {record.pid})"
         lines.append(f"host        {record.host}{pid}")
     progress = record.progress
@@ -381,6 +385,11 @@ def _run_lines(record: Record) -> list[str]:
         shown = "-" if progress.fraction is None else f"{progress.fraction:.0%}"
         lines.append(f"progress    {shown} {progress.message}".rstrip())
     return lines
+
+
+def _abandoned(record: Record) -> bool:
+    """An orphan's record, failed by recovery: its ``pid`` is the recovering process's."""
+    return record.error is not None and record.error.type is ErrorType.ABANDONED
 
 
 def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:

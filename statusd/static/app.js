@@ -1012,10 +1012,12 @@ function renderFields(record) {
     // A running job's pid is its processor's, never to be taken for the job's own; an
     // ended one's is the process its tool ran in (a worker's): both were "pid" (h392).  One
     // that never started (cancelled while pending, a drop quarantined) ran nowhere: its pid
-    // wrote the record (statusd's, `spoolq cancel`'s, the processor's: h397).
+    // wrote the record (statusd's, `spoolq cancel`'s, the processor's: h397), as does an
+    // abandoned one's: the recovery of a processor started since, which never ran it (h408).
     ["host", record.host ? `${record.host}${record.pid == null ? ""
       : ` (${record.state === "running" ? "processor pid"
-        : record.started_at ? "ran in pid" : "written by pid"} ${record.pid})`}` : ""],
+        : record.started_at && !(record.error && record.error.type === "abandoned") ? "ran in pid"
+        : "written by pid"} ${record.pid})`}` : ""],
     ["priority", record.priority],
     ["source", source ? shown(`${source.name} (${source.kind}${source.size == null ? "" : `, ${source.size} bytes`})`) : ""],
   ];
