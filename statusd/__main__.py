@@ -55,6 +55,7 @@ import argparse
 import errno
 import gc
 import logging
+import os
 import resource
 import signal
 import socket
@@ -200,6 +201,9 @@ async def serve(settings: Settings, *, access_log: bool = False,
     await runner.setup()  # the feed started; the index's load begun (statusd.app)
     for sig in REPORT_SIGNALS:
         loop.add_signal_handler(sig, report, sig, runner)
+    if os.getpid() == 1:
+        loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
+        reap_orphans()  # those that ended before the handler
     try:
         if not stop.is_set():  # a stop signal while it set up: no serving
             site = web.TCPSite(runner, settings.statusd_host, settings.statusd_port)
@@ -250,6 +254,22 @@ _NO_SUCH_HOST = frozenset(getattr(socket, name) for name in ("EAI_NONAME", "EAI_
                           if hasattr(socket, name))
 """getaddrinfo's answers that no later try changes (EAI_AGAIN, a name server not
 answering, may pass)."""
+
+
+def reap_orphans() -> None:
+    """Reap every child that has ended.  statusd starts no process of its own, but as
+    PID 1 (a container's only process, no ``--init``) it adopts every orphan of its pid
+    namespace, the children a ``docker exec`` or an exec probe left, and they stayed
+    zombies for good, each holding a pid of the container's limit (h408)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left
+            return
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return
 
 
 async def _until_indexed(stop: asyncio.Event, loading: Loading) -> bool:
