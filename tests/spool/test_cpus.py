@@ -132,9 +132,7 @@ def test_a_containers_own_cgroup_mounted_as_its_root_is_read(tmp_path: Path) -> 
     """cgroup v1 in a container without a cgroup namespace: the path is the host's
     (``/docker/<id>``), the mount shows the container's cgroup as its root."""
     mount = tmp_path / "cpu"
-    mount.mkdir()
-    (mount / "cpu.cfs_quota_us").write_text("100000\n")
-    (mount / "cpu.cfs_period_us").write_text("100000\n")
+    v1_quota(mount, 100_000)
     proc = fake_proc(tmp_path, "5:cpu,cpuacct:/docker/0123abcd\n1:name=systemd:/docker/x\n",
                      f"40 30 0:33 /docker/0123abcd {mount} ro,nosuid shared:9 - cgroup "
                      "cgroup rw,cpu,cpuacct\n")
@@ -144,9 +142,7 @@ def test_a_containers_own_cgroup_mounted_as_its_root_is_read(tmp_path: Path) -> 
 
 def test_no_quota_or_unreadable_cgroups_lower_nothing(tmp_path: Path) -> None:
     mount = tmp_path / "cpu"
-    mount.mkdir()
-    (mount / "cpu.cfs_quota_us").write_text("-1\n")
-    (mount / "cpu.cfs_period_us").write_text("100000\n")
+    v1_quota(mount, -1)
     proc = fake_proc(tmp_path, "5:cpu,cpuacct:/\n",
                      f"40 30 0:33 / {mount} rw - cgroup cgroup rw,cpu,cpuacct\n"
                      "garbage\n41 30 0:34 / /x rw - cgroup\n")
