@@ -34,7 +34,7 @@ from spool.cli.command import (
     reader_of,
 )
 from spool.cli.progress import held
-from spool.cli.render import printable, show_record, unreadable_note
+from spool.cli.render import show_record, unreadable_note
 from spool.cli.waiting import job_line
 from spool.client import CANCEL_WAIT_S, MOVE_WAIT_S, CancelAsked, find_moved
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError, SpoolIOError
@@ -101,7 +101,7 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
         # A job held by its not_before or a retry's backoff said only "left to the
         # processors that offer it", as if they could claim it now (h403).
         until = held(record)
-        note(printable(f"job {args.id} waits: {f'{until}; then ' if until else ''}{why}"))
+        note(f"job {args.id} waits: {f'{until}; then ' if until else ''}{why}")
     if blind and record.state is not JobState.PENDING:  # a pending drop wins over the rest
         note(f"job {args.id} as found without looking into {out_of_reach(blind)}: a newer "
              "drop or run of it there would not show here")

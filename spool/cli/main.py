@@ -69,8 +69,12 @@ class _Parser(Parser):
         self._negative_number_matcher = re.compile(r"^-(\d+(\.\d+)?|\.\d+)\s*[smhdw]?$")
 
     def error(self, message: str) -> NoReturn:
+        self._usage_error(message, self.prog)
+
+    def _usage_error(self, message: str, prog: str) -> NoReturn:
+        """The one line of a usage error, what argparse quotes as typed escaped."""
         self.exit(EXIT_USAGE, f"spoolq: error: {printable(bytes_quoted(message))} (see "
-                  f"'{self.prog} --help')\n")
+                  f"'{prog} --help')\n")
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
@@ -83,9 +87,7 @@ class _Parser(Parser):
             prog = " ".join(w for w in words if w)
             # Told as error() tells the rest: as typed, an escape in them reached the
             # terminal, and a byte past ASCII under LC_ALL=C read '\udcc3' (h411).
-            said = printable(bytes_quoted(" ".join(extras)))
-            self.exit(EXIT_USAGE, f"spoolq: error: unrecognized arguments: {said} (see "
-                      f"'{prog} --help')\n")
+            self._usage_error(f"unrecognized arguments: {' '.join(extras)}", prog)
         return parsed
 
 
