@@ -26,9 +26,11 @@ that does not parse.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -281,34 +283,36 @@ def read_result_head(large: LargeRecord) -> dict[str, Any]:
     (:func:`result_head`); {} when there are none, or the file is gone or replaced since
     it was read."""
     try:
-        fd = open_nofollow(large.path)
-    except OSError:
-        return {}
-    try:
-        if os.fstat(fd).st_size != large.size:
-            return {}
-        return result_head(os.pread(fd, HEAD_BYTES, 0))
+        with _the_file_read(large) as fd:
+            return {} if fd is None else result_head(os.pread(fd, HEAD_BYTES, 0))
     except (OSError, ValueError):
         return {}
-    finally:
-        os.close(fd)
 
 
 def copy_record(large: LargeRecord, out: BinaryIO) -> bool:
     """Write a large record's file to ``out`` as stored, a chunk at a time; False when it
     is gone or no longer the file that was read (replaced since: read it again)."""
-    try:
-        fd = open_nofollow(large.path)
-    except OSError:
-        return False
-    try:
-        if os.fstat(fd).st_size != large.size:
+    with _the_file_read(large) as fd:
+        if fd is None:
             return False
         with os.fdopen(fd, "rb", closefd=False) as src:
             while chunk := src.read(COPY_CHUNK_BYTES):
                 out.write(chunk)
-    finally:
-        os.close(fd)
     out.flush()
     return True
+
+
+@contextlib.contextmanager
+def _the_file_read(large: LargeRecord) -> Iterator[int | None]:
+    """A descriptor of ``large``'s file (its path not followed past a link), or None when
+    it is gone or no longer the size that was read (replaced since)."""
+    try:
+        fd = open_nofollow(large.path)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd if os.fstat(fd).st_size == large.size else None
+    finally:
+        os.close(fd)
 
