@@ -60,7 +60,7 @@ from processor.proctree import (
     parent_of,
     resume_stopped_child,
 )
-from processor.runner import Outcome, death_outcome, how_it_ended
+from processor.runner import SIGKILLED_BY, Outcome, death_outcome, how_it_ended
 from processor.startup import PRELOAD, start_resource_tracker
 from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
@@ -733,8 +733,7 @@ def _unready_death(process: BaseProcess, forkserver: int) -> str:
     if code == -signal.SIGKILL:
         # Not the code's fault as far as anyone can tell: a SIGKILLed loading worker was
         # said to mean "spoolq or the tools changed" (the fifty-fourth session's list).
-        return ("a worker was killed by signal SIGKILL before it loaded its tools (the "
-                "OOM killer, or a kill from outside)")
+        return f"a worker was killed by signal SIGKILL before it loaded its tools ({SIGKILLED_BY})"
     if code is not None and code < 0:
         return (f"a worker was {how_it_ended(code)} before it loaded its tools (a crash "
                 "in a tool module's import, or a kill from outside)")

@@ -672,6 +672,11 @@ def how_it_ended(exitcode: int | None) -> str:
         return f"killed by signal {-exitcode}"
 
 
+SIGKILLED_BY = "the OOM killer, or a kill from outside"
+"""Who SIGKILLs a worker, as far as anyone can tell: said of a job's worker and of one
+killed while it loaded its tools (:mod:`processor.pool`)."""
+
+
 def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,
                   pid: int | None, *, ended: str | None = None,
                   loading: str | None = None) -> Outcome:
@@ -697,6 +702,6 @@ def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: f
         # As a worker killed while it loaded its tools is said (pool._unready_death): a
         # job past a container's or cgroup's memory limit read only "killed by signal
         # SIGKILL", where the usual killer is the kernel's (h408).
-        how += " (the OOM killer, or a kill from outside)"
+        how += f" ({SIGKILLED_BY})"
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, f"worker process {how}",
                    retryable=True, pid=pid or 0, duration_s=ran_s)
