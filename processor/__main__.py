@@ -317,14 +317,22 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
     setup_logging(settings.log_level, unbuffered(2))
     warn_unknown_settings(logging.getLogger("spoolq.processor"))
-    # What tool modules print or warn as they are imported: JSON lines, like the rest.
-    saved = capture.install()
+    # Before the tools load: the others then know a processor is starting that may
+    # offer tools they do not load (see lifecycle.lease_before_tools).
+    lease = lifecycle.lease_before_tools(settings)
     try:
-        registry = load_registry(settings.tool_modules)
-    finally:
-        capture.uninstall(saved)
-        repair_logging()  # a tool module's dictConfig or basicConfig at import
-    executor = make_executor(settings, executor_named, params=registry.params_digests())
+        # What tool modules print or warn as they are imported: JSON lines, like the rest.
+        saved = capture.install()
+        try:
+            registry = load_registry(settings.tool_modules)
+        finally:
+            capture.uninstall(saved)
+            repair_logging()  # a tool module's dictConfig or basicConfig at import
+        executor = make_executor(settings, executor_named, params=registry.params_digests())
+    except BaseException:
+        if lease is not None:
+            lifecycle.give_back(settings, lease[1])
+        raise
     notifier = SystemdNotifier.from_env(os.environ)
     # What start-up made (modules, the tools, pandas and numpy when a tool loads them,
     # some 70,000 objects) lives as long as the daemon: a full collection of the loop's
@@ -338,7 +346,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     # that comes sooner does not wait for the rest of the import: the process ends at
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
-    processor = Processor(settings, registry, executor, notifier=notifier)
+    processor = Processor(settings, registry, executor, notifier=notifier, lease=lease)
     imports = startup.BackgroundImports(FAST_MODULES, on_done=processor.release_fast,
                                         on_broken=processor.request_restart)
 

@@ -97,7 +97,10 @@ class Processor:
     """One processor on one spool; :meth:`run` returns the exit status."""
 
     def __init__(self, settings: Settings, registry: Registry, executor: ComputeExecutor, *,
-                 clock: Clock | None = None, notifier: SystemdNotifier | None = None) -> None:
+                 clock: Clock | None = None, notifier: SystemdNotifier | None = None,
+                 lease: tuple[str, OwnerLease] | None = None) -> None:
+        """``lease``: an owner id and its lease taken before the tools loaded
+        (:func:`lifecycle.lease_before_tools`); else they are made at the start."""
         self.settings = settings
         self.data_dir = settings.data_dir  # a property that joins a path on each call
         self.registry = registry
@@ -111,7 +114,8 @@ class Processor:
         self.spool.closer = self.closer.close
         self.layout = self.spool.layout
         self.inbox = Inbox()
-        self.owner = lifecycle.owner_id()
+        self.owner = lifecycle.owner_id() if lease is None else lease[0]
+        self.lease: OwnerLease | None = None if lease is None else lease[1]
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
         self.runs: dict[str, Run] = {}
         self.queues = Queues(self._mode_of)
@@ -126,7 +130,6 @@ class Processor:
         self.io_pause_until = 0.0
         self.io_failures = 0
         self.io_trouble: dict[str, Any] | None = None  # the status file's (IoTrouble)
-        self.lease: OwnerLease | None = None
         self.executor_up = False  # started (or starting), not shut down: close shuts it
         self.resources: dict[str, Any] = Resources()  # FAST jobs share it, on threads
         self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,

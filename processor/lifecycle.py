@@ -53,6 +53,7 @@ from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import REFUSED, is_there, os_reason, sticky_owner, sticky_said
 from spool.lease import OwnerLease, Standing
 from spool.models import ErrorInfo
+from spool.settings import Settings
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -76,17 +77,21 @@ def take_hold(processor: Processor) -> None:
     # displaced FAST run's thread must get the GIL at once when they wake: a short
     # switch interval keeps them from waiting long for it (0.1 ms).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    proctree.require_own_proc()
-    # What FAST tools start stays below this process, double forks too, to be killed
-    # at stop (see processor.proctree).
-    proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
     try:
+        proctree.require_own_proc()
+        # What FAST tools start stays below this process, double forks too, to be
+        # killed at stop (see processor.proctree).
+        proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
         require_spool(processor.layout)  # EACCES on the root: one line, exit 2
         processor.spool.mover.require_one_mount()
-        processor.lease = take_lease(processor.spool, processor.owner)
+        if processor.lease is None:  # not taken before the tools loaded
+            processor.lease = take_lease(processor.spool, processor.owner)
         processor.spool.mover.require_claimable()  # after the lease: a read-only spool's
         # error is the lease's, which says what to do
     except BaseException:
+        if processor.lease is not None:  # its file left, it read as a start for a minute
+            give_back(processor.settings, processor.lease)
+            processor.lease = None
         release(processor)
         raise
     processor.signals.install()
@@ -123,6 +128,34 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
     logs.flush()
     if on_ready is not None:
         on_ready()
+
+
+def lease_before_tools(settings: Settings) -> tuple[str, OwnerLease] | None:
+    """An owner id and its lease, taken as the process starts, before its tools load
+    (best effort; given to the processor, which then takes none of its own).  The others
+    take a lock file with no status file beside it for a processor starting that may
+    offer any tool (:mod:`processor.elsewhere`); taken after the tools loaded, half a
+    second into the start or more, a processor started beside this one saw nothing of
+    it, and failed the jobs of its tools ``unknown_tool`` (the rolling-upgrade soak).
+    None when it cannot be taken now: :func:`take_hold` takes it then, after its checks
+    of the spool, and says why not."""
+    owner = owner_id()
+    try:
+        spool = Spool.from_settings(settings)
+        if not os.path.isdir(spool.layout.owners):  # not a spool: take_hold says so
+            return None
+        return owner, take_lease(spool, owner)
+    except Exception:  # whatever it is, take_hold meets it again and says it
+        return None
+
+
+def give_back(settings: Settings, lease: OwnerLease) -> None:
+    """Remove and let go an owner lease whose processor does not start (a tools module
+    that does not load, a check of the spool that fails); a lock file that cannot be
+    removed is left to the next recovery."""
+    with contextlib.suppress(OSError, SpoolIOError):
+        Spool.from_settings(settings).mover.unlink(lease.path)
+    lease.release()
 
 
 def take_lease(spool: Spool, owner: str) -> OwnerLease:
