@@ -19,6 +19,15 @@ Guarantees:
   heartbeat, by the status file its crash left, also for a processor started since);
   when none does (gone, stopping, hung, or ``owners/`` unreadable, for that long), it
   fails ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
+* a processor that has not said its tools yet (its lock file has no status file beside
+  it: its tools loading, the lock taken before them; or it died so, until a recovery
+  removes the lock file) may offer any tool: every job of a tool this one does not load
+  is left to it for ``grace_s`` from its start (the lock file's mtime), or until its
+  status file says which tools it offers (the rolling-upgrade soak, seeds 3 and 7: 66,
+  142 and 18 of 825 failed ``unknown_tool`` while the only processor offering their
+  tool was starting);
+* a tool none offers is looked up afresh (a read at most :data:`FRESH_S` old) before
+  its job fails ``unknown_tool``;
 * a tool this processor knows is never looked up here (the dispatch's hot path);
 * an orphan of such a tool (its processor died mid-run) is settled by this one's
   recovery with the ``max_attempts`` that processor published for the tool, or, not
@@ -36,7 +45,7 @@ from collections.abc import Iterator
 from spool.layout import Layout
 from spool.lease import heartbeat_fresh
 from spool.models import OwnerStatus
-from spool.stats import dead_processors, readable_processors
+from spool.stats import dead_processors, readable_processors, unannounced_processors
 
 log = logging.getLogger("spoolq.processor")
 
@@ -46,6 +55,13 @@ left to it, beyond its stop's grace: a restart of the only processor that offers
 (``systemctl restart``: a stop, its ``SPOOL_GRACE_S``, a start that loads its tools) made
 this one fail every waiting job of that tool ``unknown_tool`` at once, 5.5 s after the
 stop (h398)."""
+
+FRESH_S = 0.1
+"""How old the last read of the catalogues may be when a tool none offers is looked up
+before they are read again.  Read only once a heartbeat, a processor that started beside
+another (a host's reboot) judged its first jobs by its read before its own start, which
+came before the other's lock: it failed the jobs of the other's tools ``unknown_tool``
+(the rolling-upgrade soak, seed 7: 18)."""
 
 
 class OtherCatalogues:
@@ -62,6 +78,9 @@ class OtherCatalogues:
         # tool -> (an owner, last seen, its max_attempts there)
         self._offered: dict[str, tuple[str, float, int | None]] = {}
         self._read_at: float | None = None
+        # owner -> since when (monotonic) of the processors that have not said their
+        # tools yet: starting, or died starting (see unannounced_processors)
+        self._starting: dict[str, float] = {}
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
         # At once: before this processor's recovery removes the status files crashes left.
         self._refresh(time.monotonic())
@@ -73,9 +92,14 @@ class OtherCatalogues:
         owner = None if seen is None else seen[0]
         if owner is not None and tool not in self._said:
             self._said.add(tool)
-            log.info("jobs of a tool this processor does not load are left to the "
-                     "processors that offer it",
-                     extra={"fields": {"tool": tool, "offered_by": owner}})
+            if seen is not None and owner in self._starting and tool not in self._offered:
+                log.info("jobs of a tool this processor does not load are left while a "
+                         "processor starts that may offer it",
+                         extra={"fields": {"tool": tool, "starting": owner}})
+            else:
+                log.info("jobs of a tool this processor does not load are left to the "
+                         "processors that offer it",
+                         extra={"fields": {"tool": tool, "offered_by": owner}})
         return owner
 
     def max_attempts(self, tool: str) -> int | None:
@@ -96,24 +120,43 @@ class OtherCatalogues:
         self._seen("")
 
     def _seen(self, tool: str) -> tuple[str, float, int | None] | None:
+        """What ``tool`` was last seen offered by (an owner, when, its limit); a
+        processor that has not said its tools yet (starting, or died starting, in the
+        last ``grace_s``) offers any, with no limit known.  "" is no tool: the read
+        alone."""
         now = time.monotonic()
-        if self._read_at is None or now - self._read_at >= self.recheck_s:
+        if (self._read_at is None or now - self._read_at >= self.recheck_s
+                or (tool and tool not in self._offered and not self._starting
+                    and now - self._read_at >= FRESH_S)):
             self._read_at = now
             self._refresh(now)
-        return self._offered.get(tool)
+        if (seen := self._offered.get(tool)) is not None or not tool:
+            return seen
+        for owner, since in self._starting.items():
+            return owner, since, None
+        return None
 
     def _refresh(self, now: float) -> None:
-        """Read the catalogues again: what each tool was last seen offered by, kept for
-        ``grace_s``."""
+        """Read the catalogues again: what each tool was last seen offered by, and which
+        processors have not said their tools yet, each kept for ``grace_s``."""
         offered = {name: seen for name, seen in self._offered.items()
                    if now - seen[1] < self.grace_s}
-        for name, seen in self._read(now):
+        announced: set[str] = set()
+        for name, seen in self._read(now, announced):
             if seen[1] > offered.get(name, ("", -math.inf, None))[1]:
                 offered[name] = seen
         self._offered = offered
-        self._said &= offered.keys()  # said again once offered anew
+        starting = {owner: since for owner, since in self._starting.items()
+                    if now - since < self.grace_s and owner not in announced}
+        for owner, age in unannounced_processors(self.layout):
+            if owner != self.owner and owner not in announced and abs(age) < self.grace_s:
+                starting.setdefault(owner, now - max(age, 0.0))
+        self._starting = starting
+        if not starting:  # said again once offered anew
+            self._said &= offered.keys()
 
-    def _read(self, now: float) -> Iterator[tuple[str, tuple[str, float, int | None]]]:
+    def _read(self, now: float, announced: set[str]
+              ) -> Iterator[tuple[str, tuple[str, float, int | None]]]:
         """Each tool offered, with (its owner, when last seen offered, its limit): by the
         live processors, claiming (not stopping, not hung), now; by those that died
         holding no lock any more, at their last heartbeat, from the status files a crash
@@ -124,11 +167,13 @@ class OtherCatalogues:
         of 825 in a soak of two processors killed and restarted)."""
         wall = time.time()
         for status in readable_processors(self.layout) or ():
+            announced.add(status.owner)
             if (status.owner != self.owner and not status.stopping
                     and heartbeat_fresh(status, wall)):
                 for name, limit in _offers(status):
                     yield name, (status.owner, now, limit)
         for status in dead_processors(self.layout):
+            announced.add(status.owner)
             age = wall - status.heartbeat_at.timestamp()
             if status.owner != self.owner and 0 <= age < self.grace_s:
                 for name, limit in _offers(status):

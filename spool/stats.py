@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -112,6 +113,31 @@ def dead_processors(layout: Layout) -> list[OwnerStatus]:
         return _processors(layout, dead=True)
     except (OSError, SpoolIOError):
         return []
+
+
+def unannounced_processors(layout: Layout) -> list[tuple[str, float]]:
+    """The owners whose lock file has no status file beside it, each with the lock
+    file's age (seconds; by its mtime, its making): a processor starting (its lock taken
+    before its tools load; the status file comes with its first heartbeat) or one that
+    died starting (until a recovery removes its lock file).  [] when ``owners/`` cannot
+    be read.  For the tools a processor might offer that has not said which yet."""
+    try:
+        names = set(os.listdir(layout.owners))
+    except OSError:
+        return []
+    found = []
+    wall = time.time()
+    for name in names:
+        owner = name.removesuffix(".lock")
+        if owner == name or not is_valid_id(owner) or owner + JOB_SUFFIX in names:
+            continue
+        try:
+            lock = os.lstat(layout.owner_lock(owner))
+        except OSError:  # gone since the listing: a recovery removed it
+            continue
+        if stat.S_ISREG(lock.st_mode):  # a symlink is no processor's
+            found.append((owner, wall - lock.st_mtime))
+    return found
 
 
 def known_processors(layout: Layout) -> list[OwnerStatus]:

@@ -92,7 +92,8 @@ def test_only_a_live_claiming_other_processor_counts(spool_root: Path) -> None:
     finally:
         for lease in leases:
             lease.release()
-    layout.owner_status("other").unlink()  # a clean stop: its lock let go, its file removed
+    for path in (layout.owner_status("other"), layout.owner_lock("other")):
+        path.unlink()  # a clean stop: its lock let go, its files removed
     assert OtherCatalogues(layout, "me", recheck_s=0.0).offered_by("theirs") is None, \
         "stopped: gone"
 
@@ -151,7 +152,8 @@ def test_a_processor_alive_at_the_start_and_dead_at_the_first_look_is_recalled(
     lease.release()  # SIGKILLed: its status file stays until a recovery removes it
     assert others.offered_by("theirs") == "other", "dead: seen at its last heartbeat"
     again = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
-    layout.owner_status("other").unlink()  # a recovery removed it before the first look
+    for path in (layout.owner_status("other"), layout.owner_lock("other")):
+        path.unlink()  # a recovery removed its files before the first look
     assert again.offered_by("theirs") == "other", "read at the start"
     assert OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0
                            ).offered_by("theirs") is None, "gone before the start"
@@ -176,6 +178,87 @@ def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path,
     assert others.max_attempts("nobody") is None
     clock.sleep(1.1)
     assert others.max_attempts("theirs") is None
+
+
+def test_a_processor_that_has_not_said_its_tools_yet_may_offer_any(
+        spool_root: Path, clock: _Clock) -> None:
+    """Its lock taken, its status file not written yet (its tools loading): a processor
+    started beside it failed the jobs of its tools ``unknown_tool`` at once (the
+    rolling-upgrade soak, seed 7: 18 of 825).  Any tool is left to it until it says
+    which it offers, with no limit known; once it has, those alone."""
+    layout = Layout(spool_root)
+    lease = OwnerLease(layout.owner_lock("starting"))
+    try:
+        others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
+        assert others.offered_by("theirs") == "starting"
+        assert others.offered_by("anything") == "starting"
+        assert others.max_attempts("theirs") is None, "not known: the claimer judges"
+        Mover(layout, FsyncMode.NEVER).publish(
+            layout.owner_status("starting"), _status(
+                "p1", "theirs").model_copy(update={"owner": "starting"}
+                                           ).model_dump_json().encode())
+        assert others.offered_by("theirs") == "starting"
+        assert others.offered_by("anything") is None, "said: its tools alone"
+    finally:
+        lease.release()
+
+
+def test_a_start_that_never_says_its_tools_counts_for_the_grace_alone(
+        spool_root: Path) -> None:
+    """A lock with no status file whose start is older than the grace (a start stuck in
+    a tools module's import, a lock file a crash left) offers nothing: no job waits for
+    ever."""
+    layout = Layout(spool_root)
+    lease = OwnerLease(layout.owner_lock("stuck"))
+    try:
+        long_ago = time.time() - 11.0
+        os.utime(layout.owner_lock("stuck"), (long_ago, long_ago))
+        assert OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0
+                               ).offered_by("theirs") is None
+        assert OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=12.0
+                               ).offered_by("theirs") == "stuck"
+    finally:
+        lease.release()
+    assert OtherCatalogues(layout, "stuck", recheck_s=0.0, grace_s=12.0
+                           ).offered_by("theirs") is None, "its own lock"
+    layout.owner_lock("stuck").unlink()
+    layout.owner_lock("linked").symlink_to(spool_root / "pending")
+    (layout.owners / "not an id.lock").touch()
+    assert OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=12.0
+                           ).offered_by("theirs") is None, "no processor's lock files"
+
+
+def test_a_processor_killed_before_it_said_its_tools_is_recalled_for_the_grace(
+        spool_root: Path, clock: _Clock) -> None:
+    """SIGKILLed while its tools loaded: its lock file stays until a recovery removes
+    it, and the other one failed its jobs ``unknown_tool`` (the rolling-upgrade soak,
+    seed 3: 66 and 142 of 825).  Seen, it is remembered from its start for the grace of
+    a restart, the file removed meanwhile."""
+    layout = Layout(spool_root)
+    OwnerLease(layout.owner_lock("died")).release()  # killed: its lock let go
+    others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=1.0)
+    layout.owner_lock("died").unlink()  # a recovery removed it
+    assert others.offered_by("theirs") == "died"
+    clock.sleep(1.1)
+    assert others.offered_by("theirs") is None, "past the grace"
+
+
+def test_a_tool_none_offers_is_looked_up_afresh_before_it_fails(
+        spool_root: Path, clock: _Clock) -> None:
+    """Read once a heartbeat, the catalogues a processor read before its own start
+    judged its first jobs: another processor that took its lock since was not seen, and
+    the jobs of its tools failed ``unknown_tool`` (the rolling-upgrade soak, seed 7).
+    A tool none offers is looked up again once the last read is ``FRESH_S`` old."""
+    layout = Layout(spool_root)
+    others = OtherCatalogues(layout, "me", recheck_s=HEARTBEAT_S)
+    assert others.offered_by("theirs") is None, "nobody offers it yet"
+    lease = OwnerLease(layout.owner_lock("other"))
+    try:
+        assert others.offered_by("theirs") is None, "not read again at once"
+        clock.sleep(elsewhere.FRESH_S + 0.01)
+        assert others.offered_by("theirs") == "other", "read again before it fails"
+    finally:
+        lease.release()
 
 
 class _Starts:

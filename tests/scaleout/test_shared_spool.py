@@ -313,3 +313,67 @@ def test_a_restart_of_the_one_offering_a_tool_loses_no_job_of_it_met_first_meanw
     again = daemon()
     wait_for(lambda: _done(spool_root) == 6, 60, "every job done once it is back")
     assert again.stop() == 0 and lacks.stop() == 0
+
+
+STARTING = "left while a processor starts that may offer it"
+
+
+def _starting_with_its_tools_held(spool_root: Path, daemon: StartDaemon, gate: Path,
+                                  log: Path, ids: list[str]) -> tuple[Daemon, Daemon]:
+    """Jobs of ``dask_tools`` wait; the processor that loads them starts, its tools
+    module's import held by ``gate``; the other, which loads none, starts once the first
+    holds its lock, meets the jobs and leaves them (said in its log)."""
+    for i, job_id in enumerate(ids):
+        drop(spool_root, job_id, _job(i, log))
+    knows = daemon(wait_ready=False, SPOOL_TOOLS="dask_tools,gated_start_tools",
+                   GATED_START=str(gate))
+    wait_for(lambda: any(f"-{knows.pid}-" in n and n.endswith(".lock")
+                         for n in os.listdir(spool_root / "owners")), 30,
+             "the starting processor's lock")
+    lacks = daemon(SPOOL_TOOLS="")
+    wait_for(lambda: any(STARTING in str(e.get("msg")) for e in lacks.events()), 30,
+             "the jobs left while the other starts")
+    return knows, lacks
+
+
+def test_jobs_of_a_processor_still_loading_its_tools_are_left_to_it(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """Both processors started at once (a host's reboot), the one that offers a tool
+    slower to load its tools than the other to start: the other, knowing nothing of it
+    (its lock was taken after its tools loaded, its catalogue said after that), failed
+    the tool's waiting jobs ``unknown_tool`` at once (h402: 6 of 6; the rolling-upgrade
+    soak, seed 7: 18 of 825).  A lock with no status file beside it is a processor
+    starting, which may offer any tool."""
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    ids = [f"r{i}" for i in range(6)]
+    knows, lacks = _starting_with_its_tools_held(spool_root, daemon, gate, log, ids)
+    time.sleep(2.0)  # the catalogues read twice more meanwhile
+    assert [record(spool_root, job_id) for job_id in ids] == [None] * 6
+    gate.touch()
+    wait_for(lambda: _done(spool_root) == 6, 60, "every job done once its tools loaded")
+    assert _runs(log) == Counter(ids)
+    assert not [e for e in lacks.events() if e.get("event") in ("claimed", "failed")]
+    assert knows.stop() == 0 and lacks.stop() == 0
+
+
+def test_jobs_are_left_for_a_restart_of_a_processor_killed_loading_its_tools(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """The processor that offers a tool is SIGKILLed while it loads its tools (before
+    its first status file) and restarts: the other failed its jobs ``unknown_tool``
+    (the rolling-upgrade soak, seed 3: 66 and 142 of 825).  Its lock file, left by
+    the kill, counts as a processor's start until a recovery removes it, remembered for
+    the grace of a restart."""
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    ids = [f"k{i}" for i in range(6)]
+    knows, lacks = _starting_with_its_tools_held(spool_root, daemon, gate, log, ids)
+    knows.abort()  # SIGKILL, in its tools' import
+    wait_for(lambda: not [n for n in os.listdir(spool_root / "owners")
+                          if f"-{knows.pid}-" in n], 20,
+             "its lock file removed by the other's recovery")
+    time.sleep(2.0)  # the catalogues read twice more since
+    assert [record(spool_root, job_id) for job_id in ids] == [None] * 6
+    gate.touch()
+    again = daemon()
+    wait_for(lambda: _done(spool_root) == 6, 60, "every job done once it is back")
+    assert _runs(log) == Counter(ids)
+    assert again.stop() == 0 and lacks.stop() == 0
