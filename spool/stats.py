@@ -9,7 +9,7 @@ import difflib
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -140,6 +140,20 @@ def unannounced_processors(layout: Layout) -> list[tuple[str, float]]:
     return found
 
 
+def starting_processors(layout: Layout) -> list[str]:
+    """The owners of the processors starting now: their lock held and no status file
+    yet, their tools loading (a processor takes its lock first).  Which tools they will
+    offer cannot be told until they say.  [] when ``owners/`` cannot be read."""
+    found = []
+    for owner, _age in unannounced_processors(layout):
+        try:
+            if is_locked(layout.owner_lock(owner)):
+                found.append(owner)
+        except OSError:  # nothing known of it: not counted
+            continue
+    return found
+
+
 def known_processors(layout: Layout) -> list[OwnerStatus]:
     """:func:`processors`, for a document that says whether a processor is alive (the
     stats document): ``owners/`` that cannot be listed is a SpoolIOError naming it too.
@@ -212,16 +226,23 @@ class Refusal(NamedTuple):
     reason: str
 
 
-def catalogue_refusal(live: list[OwnerStatus] | None, job: Job) -> Refusal | None:
+def catalogue_refusal(live: list[OwnerStatus] | None, job: Job,
+                      starting: Callable[[], list[str]] | None = None) -> Refusal | None:
     """Why the ``live`` processors' catalogues (:func:`readable_processors`) refuse
     ``job``: its tool (:func:`unoffered_tool`), or its params' names
-    (:func:`unfit_params`); None when they take it or cannot tell.  ``spoolq submit``
-    and ``POST /api/v1/tasks`` refuse such a job unless told to submit it anyway."""
+    (:func:`unfit_params`); None when they take it or cannot tell: also while a
+    processor starts (``starting``, :func:`starting_processors`, asked only of a job
+    they refuse), which may offer the tool, or another version of it, and is left its
+    jobs (processor.elsewhere).  Refused then, a tool a rolling upgrade adds was refused
+    for as long as its module took to import.  ``spoolq submit`` and
+    ``POST /api/v1/tasks`` refuse such a job unless told to submit it anyway."""
     if (why := unoffered_tool(live, job.tool)) is not None:
-        return Refusal(ErrorType.UNKNOWN_TOOL, why)
-    if (why := unfit_params(live, job.tool, job.params)) is not None:
-        return Refusal(ErrorType.INVALID_PARAMS, why)
-    return None
+        refusal = Refusal(ErrorType.UNKNOWN_TOOL, why)
+    elif (why := unfit_params(live, job.tool, job.params)) is not None:
+        refusal = Refusal(ErrorType.INVALID_PARAMS, why)
+    else:
+        return None
+    return None if starting is not None and starting() else refusal
 
 
 def unoffered_tool(live: list[OwnerStatus] | None, tool: str) -> str | None:
@@ -241,12 +262,14 @@ def unoffered_tool(live: list[OwnerStatus] | None, tool: str) -> str | None:
         known or "none")
 
 
-def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float) -> str | None:
+def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float,
+                 starting: Callable[[], list[str]] | None = None) -> str | None:
     """Why a pending job naming ``tool`` waits, as the ``live`` processors
     (:func:`readable_processors`) tell it, when it is not a free worker or its turn: no
     processor runs, or only some of them offer its tool (its job is left to those,
-    docs/scaling.md), or none does; None when every live processor offers it or that
-    cannot be told (one publishes no catalogue, they cannot be read)."""
+    docs/scaling.md), or none does, unless one is starting (``starting``: asked then
+    only); None when every live processor offers it or that cannot be told (one
+    publishes no catalogue, they cannot be read)."""
     if live is None:
         return None
     fresh = [status for status in live if heartbeat_fresh(status, now)]
@@ -254,10 +277,11 @@ def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float) -> str |
         return "no live processor on this spool (spoolq stats says why): it is claimed " \
             "once one runs"
     hung = [status for status in live if not heartbeat_fresh(status, now)]
-    return _offer_wait(fresh, hung, tool)
+    return _offer_wait(fresh, hung, tool, starting)
 
 
-def _offer_wait(fresh: list[OwnerStatus], hung: list[OwnerStatus], tool: str) -> str | None:
+def _offer_wait(fresh: list[OwnerStatus], hung: list[OwnerStatus], tool: str,
+                starting: Callable[[], list[str]] | None) -> str | None:
     """:func:`pending_wait`'s reason from the catalogues of the ``fresh`` processors (and
     of the ``hung`` ones, which hold their locks with a stale heartbeat)."""
     offering = [status for status in fresh if _offers_tool(status, tool)]
@@ -275,6 +299,10 @@ def _offer_wait(fresh: list[OwnerStatus], hung: list[OwnerStatus], tool: str) ->
         offering = stalled  # named: "no processor offers it" sent one looking for a typo
         why = "whose heartbeat is stale (hung?)" if len(stalled) == 1 else \
             "whose heartbeats are stale (hung?)"
+    elif owners := starting() if starting is not None else []:
+        return f"no live processor offers tool {tool!r}, but the tools of " \
+            f"{', '.join(map(_owner_named, owners))} (starting) are not known yet: " \
+            "the job is left until they are (docs/scaling.md)"
     else:
         return f"{unoffered_tool(fresh, tool)}: the first to claim it fails it " \
             "unknown_tool, unless one that offered it is back soon (a restart: " \
@@ -291,6 +319,13 @@ def _offers_tool(status: OwnerStatus, tool: str) -> bool:
 def _named(processors: Iterable[OwnerStatus]) -> str:
     """Processors as a person finds them: ``pid 123 on host``, comma-separated."""
     return ", ".join(f"pid {status.pid} on {status.host}" for status in processors)
+
+
+def _owner_named(owner: str) -> str:
+    """A processor with no status file yet, by its owner id (``<host>-<pid>-<hex>``, see
+    :func:`processor.lifecycle.owner_id`): ``pid 123 on host``."""
+    host, pid, _ = [*owner.rsplit("-", 2), "", ""][:3]
+    return f"pid {pid} on {host}" if pid.isdigit() else f"processor {owner}"
 
 
 def left_to_others(live: list[OwnerStatus], pending: int | None = None) -> dict[str, int]:

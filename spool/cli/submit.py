@@ -161,7 +161,7 @@ def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace,
     this user allowed to drop it and, with --wait, to follow it."""
     layout = client.layout
     if not args.any_tool:
-        check_catalogue(live(), job)
+        check_catalogue(live(), job, layout)
     if job.timeout is not None:
         _note_a_capped_timeout(live(), job, job.timeout)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
@@ -389,14 +389,19 @@ def _params_schema(live: Callable[[], list[OwnerStatus] | None], tool: str
     return params_schema(live(), tool)
 
 
-def check_catalogue(live: list[OwnerStatus] | None, job: Job) -> None:
+def check_catalogue(live: list[OwnerStatus] | None, job: Job, layout: Layout) -> None:
     """A usage error (exit 2) when the ``live`` processors' catalogue refuses the job:
     its tool, which they do not offer (naming the known tools: the job would fail
-    ``unknown_tool`` at once), or its params' names (:func:`spool.stats.unfit_params`)."""
+    ``unknown_tool`` at once), or its params' names (:func:`spool.stats.unfit_params`);
+    not while a processor of ``layout`` starts, which may offer it."""
     from spool.errors import ErrorType  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.stats import catalogue_refusal  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import (  # noqa: PLC0415 - lazy, see spool.cli
+        catalogue_refusal,
+        starting_processors,
+    )
 
-    if (refusal := catalogue_refusal(live, job)) is not None:
+    if (refusal := catalogue_refusal(
+            live, job, functools.partial(starting_processors, layout))) is not None:
         how = "lists" if refusal.type is ErrorType.UNKNOWN_TOOL else "shows"
         raise UsageError(f"{refusal.reason}; 'spoolq tools' {how} them, --any-tool "
                          "submits it anyway")

@@ -30,7 +30,7 @@ from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, OwnerLease
 from spool.models import Job, OwnerStatus
 from spool.settings import FsyncMode, Settings
-from spool.stats import left_to_others, pending_wait
+from spool.stats import catalogue_refusal, left_to_others, pending_wait
 
 
 def _publish(layout: Layout, owner: str, tool: str, **fields: object) -> OwnerLease:
@@ -367,6 +367,29 @@ def test_why_a_pending_job_waits_is_told_from_the_catalogues() -> None:
     said = pending_wait([both, lacks, _status("p3", "echo")], "nap", now)
     assert said == ("left to the processors that offer tool 'nap' (pid 1 on h); pid 2 on "
                     "h, pid 3 on h do not load it"), said
+
+
+def test_a_processor_starting_may_offer_any_tool_to_the_clients_too() -> None:
+    """Refused while the processor that adds a tool in a rolling upgrade loaded its
+    tools (``spoolq submit`` exit 2, statusd's 400), and shown bound to fail
+    ``unknown_tool``, a job of it is taken while a processor starts, and ``show`` says
+    why it waits."""
+    live, job = [_status("p2", "echo")], Job(tool="nap", params={})
+    refusal = catalogue_refusal(live, job)
+    assert refusal is not None and refusal.type.value == "unknown_tool"
+    assert catalogue_refusal(live, job, lambda: []) == refusal
+    assert catalogue_refusal(live, job, lambda: ["box-7-0123456789ab"]) is None
+    asked: list[bool] = []
+    assert catalogue_refusal(live, Job(tool="echo", params={}),
+                             lambda: asked.append(True) or []) is None
+    assert asked == [], "asked only of a job the catalogues refuse"
+    now = time.time()
+    said = pending_wait(live, "nap", now, lambda: ["box-7-0123456789ab", "odd"])
+    assert said == ("no live processor offers tool 'nap', but the tools of pid 7 on box, "
+                    "processor odd (starting) are not known yet: the job is left until "
+                    "they are (docs/scaling.md)"), said
+    said = pending_wait(live, "nap", now, lambda: [])
+    assert said is not None and said.startswith("unknown tool 'nap': "), said
 
 
 def test_left_jobs_are_counted_by_tool_once_each() -> None:

@@ -347,10 +347,19 @@ def test_jobs_of_a_processor_still_loading_its_tools_are_left_to_it(
     log, gate = tmp_path / "runs.log", tmp_path / "gate"
     ids = [f"r{i}" for i in range(6)]
     knows, lacks = _starting_with_its_tools_held(spool_root, daemon, gate, log, ids)
+    # Neither refused as a tool the running processor does not offer, nor said to fail
+    # unknown_tool at its first claim: the one starting may offer it.
+    submitted = _cli(spool_root, "submit", "d_append", "--id", "r6", "-p",
+                     f"path={log}").stdout.strip()
+    assert submitted == "r6"
+    shown = _cli(spool_root, "show", "r1").stderr
+    assert "no live processor offers tool 'd_append', but the tools of " in shown, shown
+    assert f"pid {knows.pid} on " in shown and "(starting) are not known yet" in shown, shown
     time.sleep(2.0)  # the catalogues read twice more meanwhile
-    assert [record(spool_root, job_id) for job_id in ids] == [None] * 6
+    ids.append("r6")
+    assert [record(spool_root, job_id) for job_id in ids] == [None] * 7
     gate.touch()
-    wait_for(lambda: _done(spool_root) == 6, 60, "every job done once its tools loaded")
+    wait_for(lambda: _done(spool_root) == 7, 60, "every job done once its tools loaded")
     assert _runs(log) == Counter(ids)
     assert not [e for e in lacks.events() if e.get("event") in ("claimed", "failed")]
     assert knows.stop() == 0 and lacks.stop() == 0
