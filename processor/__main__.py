@@ -329,24 +329,27 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
             capture.uninstall(saved)
             repair_logging()  # a tool module's dictConfig or basicConfig at import
         executor = make_executor(settings, executor_named, params=registry.params_digests())
+        notifier = SystemdNotifier.from_env(os.environ)
+        # What start-up made (modules, the tools, pandas and numpy when a tool loads them,
+        # some 70,000 objects) lives as long as the daemon: a full collection of the
+        # loop's garbage no longer walks it (43 ms of the loop's CPU, and as long a stall
+        # of every job, each time one came).
+        gc.freeze()
+        gc.enable()
+        # Until its run takes it over (take_hold gives it back when a step fails): a
+        # Processor that cannot be made (out of descriptors for its inbox's pipe, exit
+        # 75) left the lock file, which the others took for a start for their grace.
+        processor = Processor(settings, registry, executor, notifier=notifier, lease=lease)
     except BaseException:
         if lease is not None:
             lifecycle.give_back(settings, lease[1])
         raise
-    notifier = SystemdNotifier.from_env(os.environ)
-    # What start-up made (modules, the tools, pandas and numpy when a tool loads them,
-    # some 70,000 objects) lives as long as the daemon: a full collection of the loop's
-    # garbage no longer walks it (43 ms of the loop's CPU, and as long a stall of every
-    # job, each time one came).
-    gc.freeze()
-    gc.enable()
     # numpy and pandas, for the FAST quant tools, once the status file says "up" (with
     # SPOOL_PRELOAD_QUANT off, at the first FAST quant job, which waits for it as a job
     # that comes during the start's import does).  A stop
     # that comes sooner does not wait for the rest of the import: the process ends at
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
-    processor = Processor(settings, registry, executor, notifier=notifier, lease=lease)
     imports = startup.BackgroundImports(FAST_MODULES, on_done=processor.release_fast,
                                         on_broken=processor.request_restart)
 

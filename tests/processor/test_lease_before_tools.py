@@ -49,3 +49,23 @@ def test_a_start_whose_tools_do_not_load_leaves_no_lock_file(spool: Path) -> Non
     assert proc.returncode == 2, proc.stderr
     assert "qa_no_such_tools_module" in proc.stderr
     assert os.listdir(spool / "owners") == []
+
+
+def test_a_processor_that_cannot_be_made_leaves_no_lock_file(spool: Path) -> None:
+    """A start that fails once the tools loaded and before the processor's run takes the
+    lease over (its inbox's pipe out of descriptors: ``ulimit -n 12``, exit 75, which
+    systemd restarts) left the lock file: each start one more, taken by the others for a
+    start that may offer any tool for their grace."""
+    script = ("import errno, sys\n"
+              "import processor.daemon\n"
+              "def refused(*args, **kwargs):\n"
+              "    raise OSError(errno.EMFILE, 'Too many open files')\n"
+              "processor.daemon.Processor.__init__ = refused\n"
+              "from processor.__main__ import main\n"
+              "sys.exit(main([]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                          text=True, timeout=60, cwd=REPO,
+                          env={**os.environ, "SPOOL_DIR": str(spool), "SPOOL_TOOLS": ""})
+    assert proc.returncode == 75, proc.stderr
+    assert "out of descriptors at start-up" in proc.stderr
+    assert os.listdir(spool / "owners") == []
