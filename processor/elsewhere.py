@@ -81,6 +81,10 @@ class OtherCatalogues:
         # owner -> since when (monotonic) of the processors that have not said their
         # tools yet: starting, or died starting (see unannounced_processors)
         self._starting: dict[str, float] = {}
+        # The owners seen with a status file, while their lock file stays: one whose
+        # status file goes first (a clean stop, a recovery: both remove it before the
+        # lock file) is stopping or dead, not starting.
+        self._announced: set[str] = set()
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
         # At once: before this processor's recovery removes the status files crashes left.
         self._refresh(time.monotonic())
@@ -148,10 +152,16 @@ class OtherCatalogues:
         self._offered = offered
         starting = {owner: since for owner, since in self._starting.items()
                     if now - since < self.grace_s and owner not in announced}
-        for owner, age in unannounced_processors(self.layout):
-            if owner != self.owner and owner not in announced and abs(age) < self.grace_s:
+        unannounced = unannounced_processors(self.layout)
+        known = self._announced | announced
+        for owner, age in unannounced:
+            # Its status file seen before and gone now: read between the two removals of
+            # a stop or a recovery, it was taken for a start, and every job of a tool no
+            # processor offers waited for the grace from that processor's start.
+            if owner != self.owner and owner not in known and abs(age) < self.grace_s:
                 starting.setdefault(owner, now - max(age, 0.0))
         self._starting = starting
+        self._announced = known & (announced | {owner for owner, _ in unannounced})
         if not starting:  # said again once offered anew
             self._said &= offered.keys()
 

@@ -261,6 +261,27 @@ def test_a_tool_none_offers_is_looked_up_afresh_before_it_fails(
         lease.release()
 
 
+def test_a_processor_whose_status_file_goes_before_its_lock_file_is_no_start(
+        spool_root: Path, clock: _Clock) -> None:
+    """A clean stop removes the status file, then the lock file, and a recovery a dead
+    one's in the same order: read between the two, a processor seen running was taken
+    for one starting, and the jobs of every tool none offers were left to it for the
+    grace from its start instead of failing ``unknown_tool``."""
+    layout = Layout(spool_root)
+    lease = _publish(layout, "other", "theirs")
+    try:
+        others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
+        assert others.offered_by("theirs") == "other"
+        assert others.offered_by("anything") is None
+        layout.owner_status("other").unlink()  # its stop: the status file first
+        assert others.offered_by("anything") is None, "stopping, not starting"
+        assert others.offered_by("theirs") == "other", "remembered for the grace"
+    finally:
+        lease.release()
+    layout.owner_lock("other").unlink()
+    assert others.offered_by("anything") is None
+
+
 class _Starts:
     """The starter of :func:`_processor`: the ids it was asked to claim."""
 
