@@ -16,7 +16,9 @@ than :data:`spool.lease.HEARTBEAT_STALE_S`.  When:
   stale (stopped by SIGSTOP, or hung);
 * after :data:`QUIET_S` when there is no status file at all (none ever ran, or it
   stopped cleanly): a processor started just before the wait has that long to write
-  its first one; never while one holds its lock without a status file yet (starting).
+  its first one; not while one holds its lock without a status file yet (starting),
+  for :data:`STARTING_S` from its lock (taken before its tools load); past that, its
+  start is said stuck.
 
 Only while the job is seen unfinished: a wait for a job done long ago ends at
 once, whatever ``owners/`` holds.  An ``owners/`` this user may not list: nothing
@@ -54,6 +56,13 @@ SEEN_POLL_S = 0.05
 """How often to look whether the wait has seen the job unfinished yet."""
 NEW_LOCK_S = 1.0
 """How new a lock file without a status file is taken for a processor's, unchecked."""
+STARTING_S = 60.0
+"""How long a processor holding its lock without a status file is taken for one
+starting (its tools loading: the lock is taken before them, processor.lifecycle),
+as the other processors leave it jobs (processor.elsewhere's grace is 60 s and more).
+Unbounded, a start stuck in a tools module's import kept ``wait`` silent for ever,
+where before the lock came first it said "no status file" after :data:`QUIET_S`
+(h413)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +82,15 @@ def absence(layout: Layout, now: float) -> Absence | None:
     held = SpoolReader(layout).processors()  # the lock holders
     if any(heartbeat_fresh(status, now) for status in held):
         return None
-    if _starting(layout, {status.owner for status in held}, now):
+    starting, stuck = _starting(layout, {status.owner for status in held}, now)
+    if starting:
         return None
+    if stuck:
+        owner, since = max(stuck, key=lambda found: found[1])
+        return Absence(f"processor {printable(owner)} holds its lock and has written no "
+                       f"status file {human_duration(now - since)} after taking it (its "
+                       "start stuck: a tools module's import, the executor's start?)",
+                       certain=True)
     if held:
         status = _newest(held)
         return Absence(f"{_named(layout, status)} holds its lock, last heartbeat "
@@ -87,21 +103,29 @@ def absence(layout: Layout, now: float) -> Absence | None:
     return Absence(f"no status file in {layout.owners}/ after {QUIET_S:g} s", certain=False)
 
 
-def _starting(layout: Layout, known: set[str], now: float) -> bool:
-    """A processor holds its lock and has written no status file yet: it writes the first
-    with its first heartbeat, after its start-up's recovery and its executor's start
-    (seconds for a Dask cluster).  A lock file made less than :data:`NEW_LOCK_S` ago is
-    not tried (its maker, about to lock it, would find it taken and fail to start)."""
+def _starting(layout: Layout, known: set[str], now: float
+              ) -> tuple[bool, list[tuple[str, float]]]:
+    """Whether a processor holds its lock and has written no status file yet, for less
+    than :data:`STARTING_S`: it writes the first with its first heartbeat, after its
+    tools load, its start-up's recovery and its executor's start (seconds for a Dask
+    cluster); and those that hold it so for longer (owner, the lock file's mtime).  A
+    lock file made less than :data:`NEW_LOCK_S` ago is not tried (its maker, about to
+    lock it, would find it taken and fail to start)."""
+    stuck = []
     for name in os.listdir(layout.owners):
         owner = name.removesuffix(".lock")
         if (not name.endswith(".lock") or not is_valid_id(owner) or owner in known
                 or os.path.lexists(layout.owner_status(owner))):
             continue
         with contextlib.suppress(FileNotFoundError):
-            if (now - os.lstat(layout.owner_lock(owner)).st_ctime < NEW_LOCK_S
-                    or is_locked(layout.owner_lock(owner))):
-                return True
-    return False
+            found = os.lstat(layout.owner_lock(owner))
+            if now - found.st_ctime < NEW_LOCK_S:
+                return True, []
+            if is_locked(layout.owner_lock(owner)):
+                if now - found.st_mtime < STARTING_S:
+                    return True, []
+                stuck.append((owner, found.st_mtime))
+    return False, stuck
 
 
 def _left_behind(layout: Layout, live: set[str]) -> list[OwnerStatus]:
