@@ -140,12 +140,24 @@ def unannounced_processors(layout: Layout) -> list[tuple[str, float]]:
     return found
 
 
+STARTING_S = 60.0
+"""How long a processor holding its lock with no status file is taken for one starting
+by the readers (``spoolq submit`` and ``show``, statusd's POST, ``wait``'s lookout):
+the processors leave it jobs for their grace, ``RESTART_GRACE_S`` (60 s) and the stop's
+``SPOOL_GRACE_S`` (processor.elsewhere), then fail them.  Unbounded, a start stuck (a
+tools module's import that hangs) had ``spoolq submit`` take a tool no processor offers
+(a typo, exit 0) for ever, and the processors failed it ``unknown_tool`` at once (h413)."""
+
+
 def starting_processors(layout: Layout) -> list[str]:
     """The owners of the processors starting now: their lock held and no status file
-    yet, their tools loading (a processor takes its lock first).  Which tools they will
-    offer cannot be told until they say.  [] when ``owners/`` cannot be read."""
+    yet, their tools loading (a processor takes its lock first), for less than
+    :data:`STARTING_S`.  Which tools they will offer cannot be told until they say.
+    [] when ``owners/`` cannot be read."""
     found = []
-    for owner, _age in unannounced_processors(layout):
+    for owner, age in unannounced_processors(layout):
+        if abs(age) >= STARTING_S:
+            continue
         try:
             if is_locked(layout.owner_lock(owner)):
                 found.append(owner)

@@ -58,10 +58,9 @@ NEW_LOCK_S = 1.0
 """How new a lock file without a status file is taken for a processor's, unchecked."""
 STARTING_S = 60.0
 """How long a processor holding its lock without a status file is taken for one
-starting (its tools loading: the lock is taken before them, processor.lifecycle),
-as the other processors leave it jobs (processor.elsewhere's grace is 60 s and more).
-Unbounded, a start stuck in a tools module's import kept ``wait`` silent for ever,
-where before the lock came first it said "no status file" after :data:`QUIET_S`
+starting (:data:`spool.stats.STARTING_S`, not imported: spool.cli's imports are
+lazy).  Unbounded, a start stuck in a tools module's import kept ``wait`` silent for
+ever, where before the lock came first it said "no status file" after :data:`QUIET_S`
 (h413)."""
 
 

@@ -24,13 +24,20 @@ from processor.inbox import Inbox
 from processor.queues import Queues
 from processor.registry import Registry
 from processor.tools import ExecutionMode
+from spool.cli import lookout
 from spool.fsops import Mover
 from spool.intake import Candidate
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, OwnerLease
 from spool.models import Job, OwnerStatus
 from spool.settings import FsyncMode, Settings
-from spool.stats import catalogue_refusal, left_to_others, pending_wait
+from spool.stats import (
+    STARTING_S,
+    catalogue_refusal,
+    left_to_others,
+    pending_wait,
+    starting_processors,
+)
 
 
 def _publish(layout: Layout, owner: str, tool: str, **fields: object) -> OwnerLease:
@@ -411,6 +418,22 @@ def test_a_processor_starting_may_offer_any_tool_to_the_clients_too() -> None:
                     "they are (docs/scaling.md)"), said
     said = pending_wait(live, "nap", now, lambda: [])
     assert said is not None and said.startswith("unknown tool 'nap': "), said
+
+
+def test_a_start_stuck_past_the_grace_is_no_start_to_the_clients(spool_root: Path) -> None:
+    """A start stuck in its tools' import (its lock held, no status file) is left jobs by
+    the processors for their grace alone: taken for one starting for ever, ``spoolq
+    submit`` took a tool none offers (a typo, exit 0), failed ``unknown_tool`` at once."""
+    layout = Layout(spool_root)
+    lease = OwnerLease(layout.owner_lock("box-7-0123456789ab"))
+    try:
+        assert starting_processors(layout) == ["box-7-0123456789ab"]
+        long_ago = time.time() - STARTING_S - 1
+        os.utime(layout.owner_lock("box-7-0123456789ab"), (long_ago, long_ago))
+        assert starting_processors(layout) == []
+        assert lookout.STARTING_S == STARTING_S
+    finally:
+        lease.release()
 
 
 def test_left_jobs_are_counted_by_tool_once_each() -> None:
