@@ -39,6 +39,16 @@ def heartbeat_fresh(status: OwnerStatus, now: float) -> bool:
     (seconds since the epoch): live, not hung."""
     return now - status.heartbeat_at.timestamp() < HEARTBEAT_STALE_S
 
+
+STARTING_S = 60.0
+"""How long a processor holding its lock with no status file is taken for one starting
+by the readers (``spoolq submit`` and ``show``, statusd's POST, ``wait``'s lookout):
+the processors leave it jobs for their grace, ``RESTART_GRACE_S`` (60 s) and the stop's
+``SPOOL_GRACE_S`` (processor.elsewhere), then fail them.  Unbounded, a start stuck (a
+tools module's import that hangs) had ``spoolq submit`` take a tool no processor offers
+(a typo, exit 0) for ever, and the processors failed it ``unknown_tool`` at once (h413)."""
+
+
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 

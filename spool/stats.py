@@ -21,7 +21,7 @@ from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.in_progress import InProgress, in_progress_in
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
-from spool.lease import NOT_THERE, heartbeat_fresh, is_locked
+from spool.lease import NOT_THERE, STARTING_S, heartbeat_fresh, is_locked
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
 
@@ -138,15 +138,6 @@ def unannounced_processors(layout: Layout) -> list[tuple[str, float]]:
         if stat.S_ISREG(lock.st_mode):  # a symlink is no processor's
             found.append((owner, wall - lock.st_mtime))
     return found
-
-
-STARTING_S = 60.0
-"""How long a processor holding its lock with no status file is taken for one starting
-by the readers (``spoolq submit`` and ``show``, statusd's POST, ``wait``'s lookout):
-the processors leave it jobs for their grace, ``RESTART_GRACE_S`` (60 s) and the stop's
-``SPOOL_GRACE_S`` (processor.elsewhere), then fail them.  Unbounded, a start stuck (a
-tools module's import that hangs) had ``spoolq submit`` take a tool no processor offers
-(a typo, exit 0) for ever, and the processors failed it ``unknown_tool`` at once (h413)."""
 
 
 def starting_processors(layout: Layout) -> list[str]:

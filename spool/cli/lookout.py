@@ -43,7 +43,7 @@ from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.layout import Layout
-from spool.lease import heartbeat_fresh, is_locked
+from spool.lease import STARTING_S, heartbeat_fresh, is_locked
 
 if TYPE_CHECKING:
     from spool.models import OwnerStatus
@@ -56,12 +56,6 @@ SEEN_POLL_S = 0.05
 """How often to look whether the wait has seen the job unfinished yet."""
 NEW_LOCK_S = 1.0
 """How new a lock file without a status file is taken for a processor's, unchecked."""
-STARTING_S = 60.0
-"""How long a processor holding its lock without a status file is taken for one
-starting (:data:`spool.stats.STARTING_S`, not imported: spool.cli's imports are
-lazy).  Unbounded, a start stuck in a tools module's import kept ``wait`` silent for
-ever, where before the lock came first it said "no status file" after :data:`QUIET_S`
-(h413)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,10 @@ from spool.cli import lookout
 from spool.fsops import Mover
 from spool.intake import Candidate
 from spool.layout import Layout
-from spool.lease import HEARTBEAT_STALE_S, OwnerLease
+from spool.lease import HEARTBEAT_STALE_S, STARTING_S, OwnerLease
 from spool.models import Job, OwnerStatus
 from spool.settings import FsyncMode, Settings
 from spool.stats import (
-    STARTING_S,
     catalogue_refusal,
     left_to_others,
     pending_wait,
