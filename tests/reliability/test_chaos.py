@@ -31,6 +31,22 @@ def test_400_jobs_6_kills_nothing_lost_nothing_run_twice(tmp_path: Path) -> None
     assert report.runs >= planned_runs, "every job ran, re-executions on top"
 
 
+def test_the_last_processors_are_stopped_once_up_though_nothing_is_left(tmp_path: Path
+                                                                         ) -> None:
+    """Every job done by the fleet before the last processors start (a soak of several
+    processors): they were judged drained at once and SIGTERMed in Python's start, so
+    they exited -15 and the spare files of the last one killed stayed in stage/, and the
+    soak failed with nothing wrong (h414: 3 of 6 soaks with --processors 3; this one,
+    seed 4, 4 of 4 before)."""
+    cfg = SoakConfig(jobs=12, kills=2, seed=4, fsync="never", max_gap_s=4.0,
+                     drain_timeout_s=60, workdir=tmp_path, processors=2)
+    report = run_soak(cfg)
+    shown = render(cfg, report)
+    assert report.lost == 0 and report.wrong_outcome == 0, shown
+    assert report.final_exit_status == 0, shown
+    assert report.left_behind == 0, shown
+
+
 def _run(job_id: str, start: int, end: int | None, gone: int | None = None) -> Run:
     return Run(job_id, f"{job_id}{start}", 1, 2, 3, start, True, end, gone)
 
