@@ -35,8 +35,10 @@ from spool.version import add_version
 # forkserver has started, where that can come first (see processor.startup): its
 # imports and theirs then run side by side.
 if TYPE_CHECKING:
+    from processor.elsewhere import OtherCatalogues
     from processor.executor import ComputeExecutor
     from processor.registry import Registry
+    from spool.lease import OwnerLease
     from spool.settings import Settings
 
 
@@ -301,6 +303,23 @@ def _run(settings: Settings, executor_named: str = "SPOOL_EXECUTOR") -> int:
         raise SpoolIOError(f"out of descriptors at start-up: {exc.strerror}") from exc
 
 
+def _lease_before_tools(settings: Settings) -> tuple[tuple[str, OwnerLease] | None,
+                                                     OtherCatalogues | None]:
+    """:func:`lifecycle.lease_before_tools`, and what the others offer read at once: one
+    that stops while the tools load is remembered (see daemon.others_at_start)."""
+    from processor import lifecycle  # noqa: PLC0415
+    from processor.daemon import others_at_start  # noqa: PLC0415
+
+    lease = lifecycle.lease_before_tools(settings)
+    if lease is None:
+        return None, None
+    try:
+        return lease, others_at_start(settings, lease[0])
+    except BaseException:
+        lifecycle.give_back(settings, lease[1])
+        raise
+
+
 def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
     from processor import capture, lifecycle  # noqa: PLC0415
@@ -319,7 +338,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     warn_unknown_settings(logging.getLogger("spoolq.processor"))
     # Before the tools load: the others then know a processor is starting that may
     # offer tools they do not load (see lifecycle.lease_before_tools).
-    lease = lifecycle.lease_before_tools(settings)
+    lease, others = _lease_before_tools(settings)
     try:
         # What tool modules print or warn as they are imported: JSON lines, like the rest.
         saved = capture.install()
@@ -339,7 +358,8 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
         # Until its run takes it over (take_hold gives it back when a step fails): a
         # Processor that cannot be made (out of descriptors for its inbox's pipe, exit
         # 75) left the lock file, which the others took for a start for their grace.
-        processor = Processor(settings, registry, executor, notifier=notifier, lease=lease)
+        processor = Processor(settings, registry, executor, notifier=notifier, lease=lease,
+                              others=others)
     except BaseException:
         if lease is not None:
             lifecycle.give_back(settings, lease[1])

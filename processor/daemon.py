@@ -69,6 +69,7 @@ from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake
 from spool.large import HEAD_BYTES, found_fields, leading_fields, read_record
+from spool.layout import Layout
 from spool.lease import OwnerLease
 from spool.models import MAX_ATTEMPTS_LIMIT, Job, record_bytes
 from spool.settings import Settings
@@ -93,14 +94,30 @@ _MODES = tuple(ExecutionMode)
 """Iterating an enum class runs a Python generator (0.6 us for two members, 0.15 here)."""
 
 
+def others_at_start(settings: Settings, owner: str) -> OtherCatalogues:
+    """The tools the other processors on the spool offer, first read now: as the lease is
+    taken, before the tools load, so that one offering a tool this processor does not load
+    and stopping while they load is remembered for a restart's grace (its stop's grace,
+    taken to be this one's, then RESTART_GRACE_S).  Read first once they had loaded, a
+    processor slow to load them knew nothing of one that stopped cleanly meanwhile (or
+    died, its files removed by a recovery) and failed the waiting jobs of its tool
+    ``unknown_tool`` at once (h414: the rolling-upgrade soak, --processors 3, seed 3:
+    46 and 260 of 825)."""
+    return OtherCatalogues(Layout(settings.spool_dir), owner, HEARTBEAT_S,
+                           settings.grace_s + RESTART_GRACE_S)
+
+
 class Processor:
     """One processor on one spool; :meth:`run` returns the exit status."""
 
     def __init__(self, settings: Settings, registry: Registry, executor: ComputeExecutor, *,
                  clock: Clock | None = None, notifier: SystemdNotifier | None = None,
-                 lease: tuple[str, OwnerLease] | None = None) -> None:
+                 lease: tuple[str, OwnerLease] | None = None,
+                 others: OtherCatalogues | None = None) -> None:
         """``lease``: an owner id and its lease taken before the tools loaded
-        (:func:`lifecycle.lease_before_tools`); else they are made at the start."""
+        (:func:`lifecycle.lease_before_tools`); else they are made at the start.
+        ``others``: the others' catalogues read as that lease was taken
+        (:func:`others_at_start`); else read now."""
         self.settings = settings
         self.data_dir = settings.data_dir  # a property that joins a path on each call
         self.registry = registry
@@ -144,8 +161,8 @@ class Processor:
                                  registry.catalogue())
         # A restart of the processor that offers a tool: its stop's grace (taken to be
         # this one's), then its start (RESTART_GRACE_S).
-        self.others = OtherCatalogues(self.layout, self.owner, HEARTBEAT_S,
-                                      settings.grace_s + RESTART_GRACE_S)
+        self.others = others if others is not None else others_at_start(settings,
+                                                                        self.owner)
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
                                  self._end)
         self.starter = Starter(self.spool, self.clock, registry, self.discovery,

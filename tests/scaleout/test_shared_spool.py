@@ -386,3 +386,32 @@ def test_jobs_are_left_for_a_restart_of_a_processor_killed_loading_its_tools(
     wait_for(lambda: _done(spool_root) == 6, 60, "every job done once it is back")
     assert _runs(log) == Counter(ids)
     assert again.stop() == 0 and lacks.stop() == 0
+
+
+def test_one_offering_a_tool_stopped_while_another_loads_its_tools_is_remembered(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A rolling upgrade: the processor that does not load ``dask_tools`` starts, its
+    tools slow to import; the one that loads them stops cleanly meanwhile (a restart:
+    its files removed).  The first read the others' catalogues only once its tools had
+    loaded, knew nothing of the stopped one, and failed the waiting jobs of its tools
+    ``unknown_tool`` at once (h414: the rolling-upgrade soak with --processors 3, seed 3,
+    46 and 260 of 825).  It reads them as it takes its lock, before its tools load."""
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    knows = daemon()
+    lacks = daemon(wait_ready=False, SPOOL_TOOLS="gated_start_tools",
+                   GATED_START=str(gate))
+    wait_for(lambda: any(f"-{lacks.pid}-" in n and n.endswith(".lock")
+                         for n in os.listdir(spool_root / "owners")), 30,
+             "the slow one's lock")
+    assert knows.stop() == 0
+    ids = [f"u{i}" for i in range(6)]
+    for job_id in ids:
+        drop(spool_root, job_id, _job(1, log))
+    gate.touch()
+    wait_for(lacks.ready, 30, "its tools loaded")
+    time.sleep(2.0)  # it met the jobs, the catalogues read twice more meanwhile
+    assert [record(spool_root, job_id) for job_id in ids] == [None] * 6
+    again = daemon()
+    wait_for(lambda: _done(spool_root) == 6, 60, "every job done once it is back")
+    assert _runs(log) == Counter(ids)
+    assert again.stop() == 0 and lacks.stop() == 0
