@@ -161,8 +161,11 @@ class Processor:
                                  registry.catalogue())
         # A restart of the processor that offers a tool: its stop's grace (taken to be
         # this one's), then its start (RESTART_GRACE_S).
-        self.others = others if others is not None else others_at_start(settings,
-                                                                        self.owner)
+        if others is None:
+            self.others = others_at_start(settings, self.owner)
+        else:  # read again, before the recovery removes what crashes left meanwhile
+            self.others = others
+            others.read_now()
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
                                  self._end)
         self.starter = Starter(self.spool, self.clock, registry, self.discovery,

@@ -123,6 +123,16 @@ class OtherCatalogues:
         ``unknown_tool`` at once (h403)."""
         self._seen("")
 
+    def read_now(self) -> None:
+        """Read the catalogues now, however recent the last read: as the processor is
+        made, just before its recovery removes the files crashes left.  Read first as
+        the lease was taken (daemon.others_at_start), a processor killed while this one
+        loaded its tools (its lock file, or its status file) would be seen by no read:
+        within ``recheck_s`` of that one, and this one's recovery removes it next."""
+        now = time.monotonic()
+        self._read_at = now
+        self._refresh(now)
+
     def _seen(self, tool: str) -> tuple[str, float, int | None] | None:
         """What ``tool`` was last seen offered by (an owner, when, its limit); a
         processor that has not said its tools yet (starting, or died starting, in the

@@ -287,6 +287,20 @@ def test_a_processor_whose_status_file_goes_before_its_lock_file_is_no_start(
     layout.owner_lock("other").unlink()
     assert others.offered_by("anything") is None
 
+def test_a_start_killed_while_this_one_loaded_its_tools_is_read_before_the_recovery(
+        spool_root: Path, clock: _Clock) -> None:
+    """Read first as the lease is taken (before the tools load), the catalogues are read
+    again as the processor is made, before its recovery: a processor killed while it
+    started meanwhile, its lock file left, is remembered though its file is removed next
+    (h414), within ``recheck_s`` of the first read or not."""
+    layout = Layout(spool_root)
+    others = OtherCatalogues(layout, "me", recheck_s=HEARTBEAT_S, grace_s=10.0)
+    OwnerLease(layout.owner_lock("died")).release()  # killed starting, its lock left
+    others.read_now()
+    layout.owner_lock("died").unlink()  # this one's recovery removed it
+    clock.sleep(elsewhere.FRESH_S + 0.01)
+    assert others.offered_by("theirs") == "died"
+
 
 class _Starts:
     """The starter of :func:`_processor`: the ids it was asked to claim."""
