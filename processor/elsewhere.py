@@ -188,8 +188,13 @@ class OtherCatalogues:
         wall = time.time()
         for status in readable_processors(self.layout) or ():
             announced.add(status.owner)
-            if (status.owner != self.owner and not status.stopping
-                    and heartbeat_fresh(status, wall)):
+            # One seen starting (it might offer any tool) whose first status is a
+            # stopping one (a stop sent while it started) offered what it publishes until
+            # now: forgotten at this read, its tools' jobs failed until its restart took
+            # its lock (h414: the rolling-upgrade soak, seed 23, 53 of 825).
+            if status.owner != self.owner and (
+                    (not status.stopping and heartbeat_fresh(status, wall))
+                    or status.owner in self._starting):
                 for name, limit in _offers(status):
                     yield name, (status.owner, now, limit)
         for status in dead_processors(self.layout):

@@ -302,6 +302,35 @@ def test_a_start_killed_while_this_one_loaded_its_tools_is_read_before_the_recov
     assert others.offered_by("theirs") == "died"
 
 
+
+def test_a_start_seen_that_says_its_tools_only_as_it_stops_is_remembered(
+        spool_root: Path, clock: _Clock) -> None:
+    """Seen starting (its lock, no status file: it may offer any tool), then its status
+    file says ``stopping`` (a stop sent while it started: its first status is a stopping
+    one), then its files go: it was forgotten at the read that found it stopping, and
+    the jobs of its tools failed ``unknown_tool`` until its restart took its lock (h414:
+    the rolling-upgrade soak, seed 23, 53 of 825).  What it publishes is remembered as
+    offered then, for the grace of a restart."""
+    layout = Layout(spool_root)
+    lease = OwnerLease(layout.owner_lock("p7"))
+    try:
+        others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
+        assert others.offered_by("theirs") == "p7", "starting: may offer any"
+        Mover(layout, FsyncMode.NEVER).publish(
+            layout.owner_status("p7"),
+            _status("p7", "theirs", stopping=True).model_dump_json().encode())
+        assert others.offered_by("theirs") == "p7", "stopping: what it said, remembered"
+        assert others.offered_by("anything") is None, "said: its tools alone"
+    finally:
+        lease.release()
+    for path in (layout.owner_status("p7"), layout.owner_lock("p7")):
+        path.unlink()  # stopped: its files removed
+    clock.sleep(5.0)
+    assert others.offered_by("theirs") == "p7", "within the grace"
+    clock.sleep(5.1)
+    assert others.offered_by("theirs") is None, "past it"
+
+
 class _Starts:
     """The starter of :func:`_processor`: the ids it was asked to claim."""
 
