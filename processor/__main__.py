@@ -35,10 +35,8 @@ from spool.version import add_version
 # forkserver has started, where that can come first (see processor.startup): its
 # imports and theirs then run side by side.
 if TYPE_CHECKING:
-    from processor.elsewhere import OtherCatalogues
     from processor.executor import ComputeExecutor
     from processor.registry import Registry
-    from spool.lease import OwnerLease
     from spool.settings import Settings
 
 
@@ -303,32 +301,31 @@ def _run(settings: Settings, executor_named: str = "SPOOL_EXECUTOR") -> int:
         raise SpoolIOError(f"out of descriptors at start-up: {exc.strerror}") from exc
 
 
-def _lease_before_tools(settings: Settings) -> tuple[tuple[str, OwnerLease] | None,
-                                                     OtherCatalogues | None]:
-    """:func:`lifecycle.lease_before_tools`, and what the others offer read at once: one
-    that stops while the tools load is remembered (see daemon.others_at_start)."""
-    from processor import lifecycle  # noqa: PLC0415
-    from processor.daemon import others_at_start  # noqa: PLC0415
+def _tools_and_executor(settings: Settings, executor_named: str
+                        ) -> tuple[Registry, ComputeExecutor]:
+    """The tools loaded, and the COMPUTE executor made for them."""
+    from processor import capture  # noqa: PLC0415
+    from processor.logs import repair as repair_logging  # noqa: PLC0415
+    from processor.registry import load_registry  # noqa: PLC0415
 
-    lease = lifecycle.lease_before_tools(settings)
-    if lease is None:
-        return None, None
+    # What tool modules print or warn as they are imported: JSON lines, like the rest.
+    saved = capture.install()
     try:
-        return lease, others_at_start(settings, lease[0])
-    except BaseException:
-        lifecycle.give_back(settings, lease[1])
-        raise
+        registry = load_registry(settings.tool_modules)
+    finally:
+        capture.uninstall(saved)
+        repair_logging()  # a tool module's dictConfig or basicConfig at import
+    return registry, make_executor(settings, executor_named,
+                                   params=registry.params_digests())
 
 
 def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
     from processor import capture, lifecycle  # noqa: PLC0415
-    from processor.daemon import Processor  # noqa: PLC0415
-    from processor.logs import repair as repair_logging  # noqa: PLC0415
+    from processor.daemon import Processor, others_at_start  # noqa: PLC0415
     from processor.logs import setup_logging  # noqa: PLC0415
     from processor.notify import SystemdNotifier  # noqa: PLC0415
     from processor.quant.tools import FAST_MODULES, FAST_TOOLS  # noqa: PLC0415
-    from processor.registry import load_registry  # noqa: PLC0415
     from processor.stdio_pipes import unbuffered  # noqa: PLC0415
     from spool.settings import warn_unknown_settings  # noqa: PLC0415
 
@@ -337,17 +334,13 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     setup_logging(settings.log_level, unbuffered(2))
     warn_unknown_settings(logging.getLogger("spoolq.processor"))
     # Before the tools load: the others then know a processor is starting that may
-    # offer tools they do not load (see lifecycle.lease_before_tools).
-    lease, others = _lease_before_tools(settings)
+    # offer tools they do not load (see lifecycle.lease_before_tools); and what they
+    # offer is read at once, so one that stops while the tools load is remembered
+    # (see daemon.others_at_start).
+    lease = lifecycle.lease_before_tools(settings)
     try:
-        # What tool modules print or warn as they are imported: JSON lines, like the rest.
-        saved = capture.install()
-        try:
-            registry = load_registry(settings.tool_modules)
-        finally:
-            capture.uninstall(saved)
-            repair_logging()  # a tool module's dictConfig or basicConfig at import
-        executor = make_executor(settings, executor_named, params=registry.params_digests())
+        others = None if lease is None else others_at_start(settings, lease[0])
+        registry, executor = _tools_and_executor(settings, executor_named)
         notifier = SystemdNotifier.from_env(os.environ)
         # What start-up made (modules, the tools, pandas and numpy when a tool loads them,
         # some 70,000 objects) lives as long as the daemon: a full collection of the

@@ -287,6 +287,7 @@ def test_a_processor_whose_status_file_goes_before_its_lock_file_is_no_start(
     layout.owner_lock("other").unlink()
     assert others.offered_by("anything") is None
 
+
 def test_a_start_killed_while_this_one_loaded_its_tools_is_read_before_the_recovery(
         spool_root: Path, clock: _Clock) -> None:
     """Read first as the lease is taken (before the tools load), the catalogues are read
