@@ -7,7 +7,8 @@ reads), this module the order of the steps.  :meth:`Processor.run
 loop, and :func:`close` in a ``finally``.
 
 Start-up: a short GIL switch interval; the processor becomes the subreaper of what
-FAST tools start; the spool's folders are checked and the owner lease taken; stop
+FAST tools start; the spool's folders are checked and the owner lease taken (most
+often taken already, before the tools loaded: :func:`lease_before_tools`); stop
 signals are read by the loop and the tools' stdout and stderr become JSON lines.
 Then recovery's pass, before the first claim, the executor, the change feed and a
 rescan; the status file says "up" (READY to systemd) before ``on_ready`` is called.
@@ -72,7 +73,8 @@ passes at start-up)."""
 
 def take_hold(processor: Processor) -> None:
     """What start-up takes first: the switch interval, the subreaper, the spool's
-    folders and the owner lease, the stop signals and stdio."""
+    folders and the owner lease (unless :func:`lease_before_tools` took it), the stop
+    signals and stdio; a step that fails gives the lease back."""
     # The loop thread does many short blocking syscalls, and the pool's timer and a
     # displaced FAST run's thread must get the GIL at once when they wake: a short
     # switch interval keeps them from waiting long for it (0.1 ms).
@@ -88,14 +90,18 @@ def take_hold(processor: Processor) -> None:
             processor.lease = take_lease(processor.spool, processor.owner)
         processor.spool.mover.require_claimable()  # after the lease: a read-only spool's
         # error is the lease's, which says what to do
+        # In the try too: out of descriptors for the signals' pipe (exit 75, restarted)
+        # left the lock file, one more at each start, each taken by the others for a
+        # start that may offer any tool for their grace; release gives back what they
+        # installed so far.
+        processor.signals.install()
+        processor.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
     except BaseException:
         if processor.lease is not None:  # its file left, it read as a start for a minute
             give_back(processor.settings, processor.lease)
             processor.lease = None
         release(processor)
         raise
-    processor.signals.install()
-    processor.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
 
 
 def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:

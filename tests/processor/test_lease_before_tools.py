@@ -69,3 +69,22 @@ def test_a_processor_that_cannot_be_made_leaves_no_lock_file(spool: Path) -> Non
     assert proc.returncode == 75, proc.stderr
     assert "out of descriptors at start-up" in proc.stderr
     assert os.listdir(spool / "owners") == []
+
+
+def test_a_start_whose_signals_cannot_be_installed_leaves_no_lock_file(spool: Path) -> None:
+    """take_hold's last steps, the stop signals' pipe and stdio's capture, came after
+    the try that gives the lease back: out of descriptors for that pipe (exit 75, which
+    systemd restarts) left the lock file, one more at each start (h415)."""
+    script = ("import errno, sys\n"
+              "import processor.stop_signals\n"
+              "def refused(*args, **kwargs):\n"
+              "    raise OSError(errno.EMFILE, 'Too many open files')\n"
+              "processor.stop_signals.StopSignals.install = refused\n"
+              "from processor.__main__ import main\n"
+              "sys.exit(main([]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                          text=True, timeout=60, cwd=REPO,
+                          env={**os.environ, "SPOOL_DIR": str(spool), "SPOOL_TOOLS": ""})
+    assert proc.returncode == 75, proc.stderr
+    assert "out of descriptors at start-up" in proc.stderr
+    assert os.listdir(spool / "owners") == []
