@@ -21,6 +21,7 @@ import fcntl
 import os
 import signal
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -182,6 +183,24 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+_LEASES: weakref.WeakSet[OwnerLease] = weakref.WeakSet()
+"""The owner leases this process holds, closed in a child it forks (:func:`_forked`)."""
+
+
+def _forked() -> None:
+    """In a child this process forked: its copies of the owner leases' descriptors
+    closed (never unlocked: the lock is the parent's, on the same open file).  A flock
+    stays held while any copy is open: a child a tools module forked at its import (the
+    lease is taken before the tools load) or a FAST tool forked, and that outlived a
+    processor SIGKILLed, held its lock, which read as a hung processor's for as long as
+    the child lived, and no recovery removed its files (h415)."""
+    for lease in list(_LEASES):
+        lease.forget()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class OwnerLease:
     """A processor's lease on ``owners/<owner>.lock``, held until :meth:`release`.
 
@@ -201,6 +220,7 @@ class OwnerLease:
             os.close(fd)
             raise
         self._fd = fd
+        _LEASES.add(self)
 
     def _take(self, wait_s: float = OWNER_LOCK_WAIT_S) -> int:
         deadline = time.monotonic() + wait_s
@@ -262,4 +282,11 @@ class OwnerLease:
     def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
+
+    def forget(self) -> None:
+        """In a forked child: its copy of the descriptor closed, the parent's lock kept."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = -1

@@ -178,3 +178,28 @@ def test_taking_the_lease_again_from_another_holder_does_not_wait(
         assert held.standing() is lease.Standing.GONE  # still its old file's lock
     finally:
         held.release()
+
+
+def test_a_forked_child_does_not_hold_the_lease_past_its_parent(tmp_path: Path) -> None:
+    """The lease is taken before the tools load: a child a tools module forked at its
+    import (or a FAST tool's fork) shared the locked open file, and once the processor
+    was SIGKILLed its lock stayed held for as long as the child lived (h415)."""
+    path = tmp_path / "owner.lock"
+    held = OwnerLease(path)
+    to_child, from_parent = os.pipe()
+    to_parent, from_child = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: says it runs (its fork handlers done), waits for the parent
+        os.write(from_child, b"r")
+        os.read(to_child, 1)
+        os._exit(0)
+    try:
+        assert os.read(to_parent, 1) == b"r"
+        assert is_locked(path), "the parent's lock stays held"
+        held.release()  # as the parent's death does
+        assert is_locked(path) is False, "the child held the lease's lock"
+    finally:
+        os.write(from_parent, b"x")
+        os.waitpid(pid, 0)
+        for fd in (to_child, from_parent, to_parent, from_child):
+            os.close(fd)
