@@ -517,8 +517,8 @@ class Processor:
 
     def _take_back_left(self) -> None:
         """The jobs left to others of a tool no other live processor offers any more
-        (the catalogues are read at most once a heartbeat) go back to their lane, to fail
-        ``unknown_tool`` here."""
+        (the catalogues are read once a heartbeat, and afresh before a job fails) go
+        back to their lane, to fail ``unknown_tool`` here."""
         for tool in [t for t in self.queues.parked if self.others.offered_by(t) is None]:
             self.queues.unpark(tool)
 

@@ -25,7 +25,8 @@ Guarantees:
   is left to it for ``grace_s`` from its start (the lock file's mtime), or until its
   status file says which tools it offers (the rolling-upgrade soak, seeds 3 and 7: 66,
   142 and 18 of 825 failed ``unknown_tool`` while the only processor offering their
-  tool was starting);
+  tool was starting).  So a processor that keeps starting and failing (a restart loop)
+  keeps the jobs of a tool none offers waiting for as long as the loop lasts;
 * a tool none offers is looked up afresh (a read at most :data:`FRESH_S` old) before
   its job fails ``unknown_tool``;
 * a tool this processor knows is never looked up here (the dispatch's hot path);
@@ -96,7 +97,7 @@ class OtherCatalogues:
         owner = None if seen is None else seen[0]
         if owner is not None and tool not in self._said:
             self._said.add(tool)
-            if seen is not None and owner in self._starting and tool not in self._offered:
+            if owner in self._starting and tool not in self._offered:
                 log.info("jobs of a tool this processor does not load are left while a "
                          "processor starts that may offer it",
                          extra={"fields": {"tool": tool, "starting": owner}})
