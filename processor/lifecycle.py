@@ -160,7 +160,8 @@ def give_back(settings: Settings, lease: OwnerLease) -> None:
     that does not load, a check of the spool that fails); a lock file that cannot be
     removed is left to the next recovery."""
     with contextlib.suppress(OSError, SpoolIOError):
-        Spool.from_settings(settings).mover.unlink(lease.path)
+        mover = Spool.from_settings(settings).mover
+        mover.unlink(lease.path)
     lease.release()
 
 
