@@ -328,6 +328,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     from processor.quant.tools import FAST_MODULES, FAST_TOOLS  # noqa: PLC0415
     from processor.stdio_pipes import unbuffered  # noqa: PLC0415
     from spool.settings import warn_unknown_settings  # noqa: PLC0415
+    from spool.transitions import Spool  # noqa: PLC0415
 
     # Each log write waits for room, even should a FAST tool's child have made the
     # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
@@ -355,7 +356,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
                               others=others)
     except BaseException:
         if lease is not None:
-            lifecycle.give_back(settings, lease[1])
+            lifecycle.give_back(Spool.from_settings(settings).mover, lease[1])
         raise
     # numpy and pandas, for the FAST quant tools, once the status file says "up" (with
     # SPOOL_PRELOAD_QUANT off, at the first FAST quant job, which waits for it as a job

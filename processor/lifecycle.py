@@ -51,7 +51,7 @@ from processor.inbox import InboxSink
 from processor.run import Run
 from spool.client import require_spool
 from spool.errors import ErrorType, SpoolIOError
-from spool.fsops import REFUSED, is_there, os_reason, sticky_owner, sticky_said
+from spool.fsops import REFUSED, Mover, is_there, os_reason, sticky_owner, sticky_said
 from spool.lease import OwnerLease, Standing
 from spool.models import ErrorInfo
 from spool.settings import Settings
@@ -98,7 +98,7 @@ def take_hold(processor: Processor) -> None:
         processor.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
     except BaseException:
         if processor.lease is not None:  # its file left, it read as a start for a minute
-            give_back(processor.settings, processor.lease)
+            give_back(processor.spool.mover, processor.lease)
             processor.lease = None
         release(processor)
         raise
@@ -155,12 +155,11 @@ def lease_before_tools(settings: Settings) -> tuple[str, OwnerLease] | None:
         return None
 
 
-def give_back(settings: Settings, lease: OwnerLease) -> None:
-    """Remove and let go an owner lease whose processor does not start (a tools module
-    that does not load, a check of the spool that fails); a lock file that cannot be
-    removed is left to the next recovery."""
+def give_back(mover: Mover, lease: OwnerLease) -> None:
+    """Remove (by ``mover``) and let go an owner lease whose processor does not start (a
+    tools module that does not load, a check of the spool that fails); a lock file that
+    cannot be removed is left to the next recovery."""
     with contextlib.suppress(OSError, SpoolIOError):
-        mover = Spool.from_settings(settings).mover
         mover.unlink(lease.path)
     lease.release()
 
