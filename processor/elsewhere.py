@@ -165,7 +165,9 @@ class OtherCatalogues:
                     if now - since < self.grace_s and owner not in announced}
         unannounced = unannounced_processors(self.layout)
         known = self._announced | announced
-        for owner, age in unannounced:
+        wall = time.time()
+        for owner, lock in unannounced:
+            age = wall - lock.st_mtime
             # Its status file seen before and gone now: read between the two removals of
             # a stop or a recovery, it was taken for a start, and every job of a tool no
             # processor offers waited for the grace from that processor's start.

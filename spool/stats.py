@@ -115,18 +115,18 @@ def dead_processors(layout: Layout) -> list[OwnerStatus]:
         return []
 
 
-def unannounced_processors(layout: Layout) -> list[tuple[str, float]]:
-    """The owners whose lock file has no status file beside it, each with the lock
-    file's age (seconds; by its mtime, its making): a processor starting (its lock taken
-    before its tools load; the status file comes with its first heartbeat) or one that
-    died starting (until a recovery removes its lock file).  [] when ``owners/`` cannot
-    be read.  For the tools a processor might offer that has not said which yet."""
+def unannounced_processors(layout: Layout) -> list[tuple[str, os.stat_result]]:
+    """The owners whose lock file (a regular file) has no status file beside it, each
+    with the lock file's ``lstat`` (its mtime: its making): a processor starting (its
+    lock taken before its tools load; the status file comes with its first heartbeat)
+    or one that died starting (until a recovery removes its lock file).  [] when
+    ``owners/`` cannot be read.  For the tools a processor might offer that has not said
+    which yet, and for ``spoolq wait``'s lookout."""
     try:
         names = set(os.listdir(layout.owners))
     except OSError:
         return []
     found = []
-    wall = time.time()
     for name in names:
         owner = name.removesuffix(".lock")
         if owner == name or not is_valid_id(owner) or owner + JOB_SUFFIX in names:
@@ -136,7 +136,7 @@ def unannounced_processors(layout: Layout) -> list[tuple[str, float]]:
         except OSError:  # gone since the listing: a recovery removed it
             continue
         if stat.S_ISREG(lock.st_mode):  # a symlink is no processor's
-            found.append((owner, wall - lock.st_mtime))
+            found.append((owner, lock))
     return found
 
 
@@ -146,8 +146,9 @@ def starting_processors(layout: Layout) -> list[str]:
     :data:`STARTING_S`.  Which tools they will offer cannot be told until they say.
     [] when ``owners/`` cannot be read."""
     found = []
-    for owner, age in unannounced_processors(layout):
-        if abs(age) >= STARTING_S:
+    wall = time.time()
+    for owner, lock in unannounced_processors(layout):
+        if abs(wall - lock.st_mtime) >= STARTING_S:
             continue
         try:
             if is_locked(layout.owner_lock(owner)):

@@ -75,7 +75,7 @@ def absence(layout: Layout, now: float) -> Absence | None:
     held = SpoolReader(layout).processors()  # the lock holders
     if any(heartbeat_fresh(status, now) for status in held):
         return None
-    starting, stuck = _starting(layout, {status.owner for status in held}, now)
+    starting, stuck = _starting(layout, now)
     if starting:
         return None
     if stuck:
@@ -96,28 +96,23 @@ def absence(layout: Layout, now: float) -> Absence | None:
     return Absence(f"no status file in {layout.owners}/ after {QUIET_S:g} s", certain=False)
 
 
-def _starting(layout: Layout, known: set[str], now: float
-              ) -> tuple[bool, list[tuple[str, float]]]:
+def _starting(layout: Layout, now: float) -> tuple[bool, list[tuple[str, float]]]:
     """Whether a processor holds its lock and has written no status file yet, for less
     than :data:`STARTING_S`: it writes the first with its first heartbeat, after its
     tools load, its start-up's recovery and its executor's start (seconds for a Dask
     cluster); and those that hold it so for longer (owner, the lock file's mtime).  A
     lock file made less than :data:`NEW_LOCK_S` ago is not tried (its maker, about to
     lock it, would find it taken and fail to start)."""
+    from spool.stats import unannounced_processors  # noqa: PLC0415 - lazy, see spool.cli
+
     stuck = []
-    for name in os.listdir(layout.owners):
-        owner = name.removesuffix(".lock")
-        if (not name.endswith(".lock") or not is_valid_id(owner) or owner in known
-                or os.path.lexists(layout.owner_status(owner))):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            found = os.lstat(layout.owner_lock(owner))
-            if now - found.st_ctime < NEW_LOCK_S:
+    for owner, found in unannounced_processors(layout):
+        if now - found.st_ctime < NEW_LOCK_S:
+            return True, []
+        if is_locked(layout.owner_lock(owner)):  # None: gone since the listing
+            if now - found.st_mtime < STARTING_S:
                 return True, []
-            if is_locked(layout.owner_lock(owner)):
-                if now - found.st_mtime < STARTING_S:
-                    return True, []
-                stuck.append((owner, found.st_mtime))
+            stuck.append((owner, found.st_mtime))
     return False, stuck
 
 
