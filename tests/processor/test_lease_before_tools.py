@@ -51,35 +51,25 @@ def test_a_start_whose_tools_do_not_load_leaves_no_lock_file(spool: Path) -> Non
     assert os.listdir(spool / "owners") == []
 
 
-def test_a_processor_that_cannot_be_made_leaves_no_lock_file(spool: Path) -> None:
-    """A start that fails once the tools loaded and before the processor's run takes the
-    lease over (its inbox's pipe out of descriptors: ``ulimit -n 12``, exit 75, which
-    systemd restarts) left the lock file: each start one more, taken by the others for a
+@pytest.mark.parametrize(("module", "refused"), [
+    # Once the tools loaded and before the processor's run takes the lease over (its
+    # inbox's pipe out of descriptors: ``ulimit -n 12``).
+    ("processor.daemon", "Processor.__init__"),
+    # take_hold's last steps, the stop signals' pipe and stdio's capture, came after the
+    # try that gives the lease back (h415).
+    ("processor.stop_signals", "StopSignals.install"),
+])
+def test_a_start_out_of_descriptors_leaves_no_lock_file(spool: Path, module: str,
+                                                        refused: str) -> None:
+    """A start that fails out of descriptors (exit 75, which systemd restarts) after the
+    lease was taken left the lock file: each start one more, taken by the others for a
     start that may offer any tool for their grace."""
+    owner, attribute = refused.split(".")
     script = ("import errno, sys\n"
-              "import processor.daemon\n"
+              f"import {module}\n"
               "def refused(*args, **kwargs):\n"
               "    raise OSError(errno.EMFILE, 'Too many open files')\n"
-              "processor.daemon.Processor.__init__ = refused\n"
-              "from processor.__main__ import main\n"
-              "sys.exit(main([]))\n")
-    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
-                          text=True, timeout=60, cwd=REPO,
-                          env={**os.environ, "SPOOL_DIR": str(spool), "SPOOL_TOOLS": ""})
-    assert proc.returncode == 75, proc.stderr
-    assert "out of descriptors at start-up" in proc.stderr
-    assert os.listdir(spool / "owners") == []
-
-
-def test_a_start_whose_signals_cannot_be_installed_leaves_no_lock_file(spool: Path) -> None:
-    """take_hold's last steps, the stop signals' pipe and stdio's capture, came after
-    the try that gives the lease back: out of descriptors for that pipe (exit 75, which
-    systemd restarts) left the lock file, one more at each start (h415)."""
-    script = ("import errno, sys\n"
-              "import processor.stop_signals\n"
-              "def refused(*args, **kwargs):\n"
-              "    raise OSError(errno.EMFILE, 'Too many open files')\n"
-              "processor.stop_signals.StopSignals.install = refused\n"
+              f"{module}.{owner}.{attribute} = refused\n"
               "from processor.__main__ import main\n"
               "sys.exit(main([]))\n")
     proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
