@@ -28,7 +28,12 @@ Guarantees:
   tool was starting).  So a processor that keeps starting and failing (a restart loop)
   keeps the jobs of a tool none offers waiting for as long as the loop lasts;
 * a tool none offers is looked up afresh (a read at most :data:`FRESH_S` old) before
-  its job fails ``unknown_tool``;
+  its job fails ``unknown_tool``, and its mark too (:mod:`spool.offer_marks`): one offered by
+  any processor in the last ``grace_s`` is left for that long, though this one never
+  saw its offer (it stopped cleanly, or was killed, before this one's first read; it
+  was on the spool for less than a read's interval; its restart was killed before its
+  lock).  So after a processor restarts without a tool it offered, that tool's jobs wait
+  for the grace before they fail;
 * a tool this processor knows is never looked up here (the dispatch's hot path);
 * an orphan of such a tool (its processor died mid-run) is settled by this one's
   recovery with the ``max_attempts`` that processor published for the tool, or, not
@@ -46,16 +51,12 @@ from collections.abc import Iterator
 from spool.layout import Layout
 from spool.lease import heartbeat_fresh
 from spool.models import OwnerStatus
+from spool.offer_marks import RESTART_GRACE_S, offered_within
 from spool.stats import dead_processors, readable_processors, unannounced_processors
 
-log = logging.getLogger("spoolq.processor")
+__all__ = ["FRESH_S", "MARKED", "RESTART_GRACE_S", "OtherCatalogues"]
 
-RESTART_GRACE_S = 60.0
-"""How long past the moment another processor last offered a tool its jobs are still
-left to it, beyond its stop's grace: a restart of the only processor that offers it
-(``systemctl restart``: a stop, its ``SPOOL_GRACE_S``, a start that loads its tools) made
-this one fail every waiting job of that tool ``unknown_tool`` at once, 5.5 s after the
-stop (h398)."""
+log = logging.getLogger("spoolq.processor")
 
 FRESH_S = 0.1
 """How old the last read of the catalogues may be when a tool none offers is looked up
@@ -63,6 +64,10 @@ before they are read again.  Read only once a heartbeat, a processor that starte
 another (a host's reboot) judged its first jobs by its read before its own start, which
 came before the other's lock: it failed the jobs of the other's tools ``unknown_tool``
 (the rolling-upgrade soak, seed 7: 18)."""
+
+MARKED = "a processor gone since"
+"""What :meth:`OtherCatalogues.offered_by` names for a tool no processor offers now but
+one did in the last ``grace_s``, by its mark alone (:mod:`spool.offer_marks`)."""
 
 
 class OtherCatalogues:
@@ -87,6 +92,7 @@ class OtherCatalogues:
         # lock file) is stopping or dead, not starting.
         self._announced: set[str] = set()
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
+        self._marked: dict[str, float] = {}  # tool -> its mark's date (wall), last looked
         # At once: before this processor's recovery removes the status files crashes left.
         self._refresh(time.monotonic())
 
@@ -97,7 +103,12 @@ class OtherCatalogues:
         owner = None if seen is None else seen[0]
         if owner is not None and tool not in self._said:
             self._said.add(tool)
-            if owner in self._starting and tool not in self._offered:
+            if owner == MARKED:
+                log.info("jobs of a tool this processor does not load are left for a "
+                         "restart's grace: no processor offers it now, one did lately",
+                         extra={"fields": {"tool": tool, "offered_s_ago": round(
+                             time.time() - self._marked[tool], 1)}})
+            elif owner in self._starting and tool not in self._offered:
                 log.info("jobs of a tool this processor does not load are left while a "
                          "processor starts that may offer it",
                          extra={"fields": {"tool": tool, "starting": owner}})
@@ -137,7 +148,9 @@ class OtherCatalogues:
     def _seen(self, tool: str) -> tuple[str, float, int | None] | None:
         """What ``tool`` was last seen offered by (an owner, when, its limit); a
         processor that has not said its tools yet (starting, or died starting, in the
-        last ``grace_s``) offers any, with no limit known.  "" is no tool: the read
+        last ``grace_s``) offers any, with no limit known; else, its mark under
+        ``grace_s`` old (:data:`MARKED`, no limit known: a processor that offered it and
+        stopped, or died, before any read here saw it).  "" is no tool: the read
         alone."""
         now = time.monotonic()
         if (self._read_at is None or now - self._read_at >= self.recheck_s
@@ -149,7 +162,12 @@ class OtherCatalogues:
             return seen
         for owner, since in self._starting.items():
             return owner, since, None
-        return None
+        wall = time.time()
+        if (age := offered_within(self.layout, tool, self.grace_s, wall)) is None:
+            self._marked.pop(tool, None)
+            return None
+        self._marked[tool] = wall - age
+        return MARKED, now - age, None
 
     def _refresh(self, now: float) -> None:
         """Read the catalogues again: what each tool was last seen offered by, and which
@@ -176,7 +194,9 @@ class OtherCatalogues:
         self._starting = starting
         self._announced = known & (announced | {owner for owner, _ in unannounced})
         if not starting:  # said again once offered anew
-            self._said &= offered.keys()
+            wall = time.time()
+            self._said &= offered.keys() | {
+                tool for tool, at in self._marked.items() if wall - at < self.grace_s}
 
     def _read(self, now: float, announced: set[str]
               ) -> Iterator[tuple[str, tuple[str, float, int | None]]]:

@@ -1,4 +1,5 @@
-"""The processor's status file (``owners/<owner>.json``) and what it counts for it.
+"""The processor's status file (``owners/<owner>.json``), its marks of the tools it
+offers (``offers/``, :mod:`spool.offer_marks`), and what it counts for them.
 
 :class:`StatusFile` owns the heartbeat's contents (OwnerStatus's fields, in its
 order), the done and failed counts of the last 60 seconds, and the warn-once
@@ -22,6 +23,7 @@ import orjson
 from processor.executor import ComputeExecutor
 from spool.clock import Clock
 from spool.errors import SpoolIOError
+from spool.offer_marks import OfferMarks
 from spool.transitions import Spool
 from spool.version import version
 
@@ -34,6 +36,7 @@ STATUS_HEADROOM = 2048
 
 VERSION = version()
 STATUS_WRITE = "cannot write status file"
+OFFER_MARK = "cannot mark the tools offered"
 
 
 class StatusFile:
@@ -48,6 +51,7 @@ class StatusFile:
         self.clock = clock
         self.started_at = clock.now()
         self.catalogue_json = orjson.Fragment(orjson.dumps(catalogue))
+        self.marks = OfferMarks(self.layout, [entry["name"] for entry in catalogue])
         # Finished runs by second of the monotonic clock: [second, done, failed].  One
         # entry a run (a tuple each) held 13,000 at 220 jobs/s, 360,000 (some 30 MB) at
         # W1's 6,000; a second's entry is one list, 61 of them at most.
@@ -111,6 +115,13 @@ class StatusFile:
             self.write_failed(STATUS_WRITE, exc)
         else:
             self.failing_writes.discard(STATUS_WRITE)
+        if not stopping:  # offered until now (spool.offer_marks), for a restart's grace
+            try:
+                self.marks.touch()
+            except OSError as exc:
+                self.write_failed(OFFER_MARK, exc)
+            else:
+                self.failing_writes.discard(OFFER_MARK)
 
     def write_failed(self, what: str, exc: Exception) -> None:
         """Advisory files (status, progress) warn once per outage, not on every write."""

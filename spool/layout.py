@@ -11,6 +11,9 @@
       progress/  <id>.json: owner and progress of a running job (advisory)
       cancel/    <id>: a request to cancel a running job
       owners/    <owner>.lock (flock held while alive), <owner>.json (status)
+      offers/    <key>: an empty file per tool, its mtime when a processor last
+                 offered it (optional: a spool made before it has none until a
+                 processor makes it; spool.offer_marks)
 
 No other module joins spool paths.  Ids are validated before a path is built.
 """
@@ -46,7 +49,8 @@ _KEPT_NAME_BYTES = 200
 (31 characters) it stays within NAME_MAX (255 bytes)."""
 
 
-FOLDER_NAMES = (*[s.value for s in JobState], "tmp", "stage", "progress", "cancel", "owners")
+FOLDER_NAMES = (*[s.value for s in JobState], "tmp", "stage", "progress", "cancel", "owners",
+                "offers")
 """Every folder of a spool, by name."""
 
 
@@ -93,6 +97,10 @@ class Layout:
     def owners(self) -> Path:
         return self._folders["owners"]
 
+    @property
+    def offers(self) -> Path:
+        return self._folders["offers"]
+
     def folder(self, state: JobState) -> Path:
         return self._folders[state.value]
 
@@ -102,11 +110,12 @@ class Layout:
 
     def all_folders(self) -> list[Path]:
         """Every folder ``spoolq init`` makes."""
-        return [*self.required_folders(), self.stage]
+        return [*self.required_folders(), self.stage, self.offers]
 
     def required_folders(self) -> list[Path]:
         """The folders a spool cannot work without (not ``stage/``, which a spool made
-        before it lacks: its processor stages in ``tmp/``)."""
+        before it lacks: its processor stages in ``tmp/``; nor ``offers/``, which its
+        processor makes)."""
         states = [self.folder(s) for s in JobState]
         return [*states, self.tmp, self.progress, self.cancel, self.owners]
 
@@ -147,6 +156,13 @@ class Layout:
 
     def owner_status(self, owner_id: str) -> Path:
         return self.owners / (_checked(owner_id) + JOB_SUFFIX)
+
+    def offer_str(self, tool: str) -> str:
+        """``offers/<key>``, the mark of when ``tool`` was last offered: any name a job
+        may give (up to 128 characters, a ``/`` or a lone surrogate among them) keyed
+        by a hash, 32 hex digits."""
+        key = hashlib.blake2b(tool.encode("utf-8", "surrogatepass"), digest_size=16)
+        return f"{self._dirs['offers']}/{key.hexdigest()}"
 
     def staging(self, tag: str) -> Path:
         """A unique name in ``tmp/`` for one atomic write."""

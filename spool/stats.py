@@ -24,6 +24,7 @@ from spool.layout import Layout
 from spool.lease import NOT_THERE, STARTING_S, heartbeat_fresh, is_locked
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
+from spool.text import seconds_text
 
 if TYPE_CHECKING:
     from spool.models import Job
@@ -231,16 +232,21 @@ class Refusal(NamedTuple):
 
 
 def catalogue_refusal(live: list[OwnerStatus] | None, job: Job,
-                      starting: Callable[[], list[str]] | None = None) -> Refusal | None:
+                      starting: Callable[[], list[str]] | None = None,
+                      lately: Callable[[str], float | None] | None = None) -> Refusal | None:
     """Why the ``live`` processors' catalogues (:func:`readable_processors`) refuse
     ``job``: its tool (:func:`unoffered_tool`), or its params' names
     (:func:`unfit_params`); None when they take it or cannot tell: also while a
     processor starts (``starting``, :func:`starting_processors`, asked only of a job
     they refuse), which may offer the tool, or another version of it, and is left its
     jobs (processor.elsewhere).  Refused then, a tool a rolling upgrade adds was refused
-    for as long as its module took to import.  ``spoolq submit`` and
+    for as long as its module took to import.  A tool none offers that one did within a
+    restart's grace (``lately``, :func:`spool.offer_marks.offered_lately`) is taken too: the
+    processors leave its jobs for that long.  ``spoolq submit`` and
     ``POST /api/v1/tasks`` refuse such a job unless told to submit it anyway."""
     if (why := unoffered_tool(live, job.tool)) is not None:
+        if lately is not None and lately(job.tool) is not None:
+            return None
         refusal = Refusal(ErrorType.UNKNOWN_TOOL, why)
     elif (why := unfit_params(live, job.tool, job.params)) is not None:
         refusal = Refusal(ErrorType.INVALID_PARAMS, why)
@@ -267,13 +273,15 @@ def unoffered_tool(live: list[OwnerStatus] | None, tool: str) -> str | None:
 
 
 def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float,
-                 starting: Callable[[], list[str]] | None = None) -> str | None:
+                 starting: Callable[[], list[str]] | None = None,
+                 lately: Callable[[str], float | None] | None = None) -> str | None:
     """Why a pending job naming ``tool`` waits, as the ``live`` processors
     (:func:`readable_processors`) tell it, when it is not a free worker or its turn: no
     processor runs, or only some of them offer its tool (its job is left to those,
     docs/scaling.md), or none does, unless one is starting (``starting``: asked then
-    only); None when every live processor offers it or that cannot be told (one
-    publishes no catalogue, they cannot be read)."""
+    only) or one offered it within a restart's grace (``lately``, as
+    :func:`catalogue_refusal`'s); None when every live processor offers it or that
+    cannot be told (one publishes no catalogue, they cannot be read)."""
     if live is None:
         return None
     fresh = [status for status in live if heartbeat_fresh(status, now)]
@@ -281,11 +289,12 @@ def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float,
         return "no live processor on this spool (spoolq stats says why): it is claimed " \
             "once one runs"
     hung = [status for status in live if not heartbeat_fresh(status, now)]
-    return _offer_wait(fresh, hung, tool, starting)
+    return _offer_wait(fresh, hung, tool, starting, lately)
 
 
 def _offer_wait(fresh: list[OwnerStatus], hung: list[OwnerStatus], tool: str,
-                starting: Callable[[], list[str]] | None) -> str | None:
+                starting: Callable[[], list[str]] | None,
+                lately: Callable[[str], float | None] | None) -> str | None:
     """:func:`pending_wait`'s reason from the catalogues of the ``fresh`` processors (and
     of the ``hung`` ones, which hold their locks with a stale heartbeat)."""
     offering = [status for status in fresh if _offers_tool(status, tool)]
@@ -307,6 +316,11 @@ def _offer_wait(fresh: list[OwnerStatus], hung: list[OwnerStatus], tool: str,
         return f"no live processor offers tool {tool!r}, but the tools of " \
             f"{', '.join(map(_owner_named, owners))} (starting) are not known yet: " \
             "the job is left until they are (docs/scaling.md)"
+    elif lately is not None and (ago := lately(tool)) is not None:
+        return f"no live processor offers tool {tool!r}, but one did " \
+            f"{seconds_text(round(ago, 1))} ago: the job is left for its return (a " \
+            "restart) for SPOOL_GRACE_S plus 60 s past that, then fails unknown_tool " \
+            "(docs/scaling.md)"
     else:
         return f"{unoffered_tool(fresh, tool)}: the first to claim it fails it " \
             "unknown_tool, unless one that offered it is back soon (a restart: " \

@@ -111,7 +111,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     # Refuses a job over SPOOL_MAX_JOB_BYTES as written; with --wait, a spool this user
     # may not enter is a usage error (exit 1 would read as "the job failed").
     client = client_of(settings, usage=args.wait)
-    _check_before_the_drop(client, job, args, live)
+    _check_before_the_drop(client, job, args, live, settings.grace_s)
     # The id is printed inside the hold too: a signal between the drop and its id (the
     # handlers put back, nothing printed yet) ended submit with 130, the job in pending/
     # and no id, as before the hold.
@@ -156,12 +156,14 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace,
-                           live: Callable[[], list[OwnerStatus] | None]) -> None:
-    """What must hold before the job is dropped: its tool offered (unless --any-tool),
-    this user allowed to drop it and, with --wait, to follow it."""
+                           live: Callable[[], list[OwnerStatus] | None],
+                           grace_s: float) -> None:
+    """What must hold before the job is dropped: its tool offered (unless --any-tool;
+    ``grace_s``: ``SPOOL_GRACE_S``, see :func:`check_catalogue`), this user allowed to
+    drop it and, with --wait, to follow it."""
     layout = client.layout
     if not args.any_tool:
-        check_catalogue(live(), job, layout)
+        check_catalogue(live(), job, layout, grace_s)
     if job.timeout is not None:
         _note_a_capped_timeout(live(), job, job.timeout)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
@@ -389,19 +391,23 @@ def _params_schema(live: Callable[[], list[OwnerStatus] | None], tool: str
     return params_schema(live(), tool)
 
 
-def check_catalogue(live: list[OwnerStatus] | None, job: Job, layout: Layout) -> None:
+def check_catalogue(live: list[OwnerStatus] | None, job: Job, layout: Layout,
+                    grace_s: float) -> None:
     """A usage error (exit 2) when the ``live`` processors' catalogue refuses the job:
     its tool, which they do not offer (naming the known tools: the job would fail
     ``unknown_tool`` at once), or its params' names (:func:`spool.stats.unfit_params`);
-    not while a processor of ``layout`` starts, which may offer it."""
+    not while a processor of ``layout`` starts, which may offer it, nor for a tool one
+    offered within a restart's grace (``grace_s``, ``SPOOL_GRACE_S``, then 60 s)."""
     from spool.errors import ErrorType  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.offer_marks import offered_lately  # noqa: PLC0415 - lazy, see spool.cli
     from spool.stats import (  # noqa: PLC0415 - lazy, see spool.cli
         catalogue_refusal,
         starting_processors,
     )
 
     if (refusal := catalogue_refusal(
-            live, job, functools.partial(starting_processors, layout))) is not None:
+            live, job, functools.partial(starting_processors, layout),
+            offered_lately(layout, grace_s))) is not None:
         how = "lists" if refusal.type is ErrorType.UNKNOWN_TOOL else "shows"
         raise UsageError(f"{refusal.reason}; 'spoolq tools' {how} them, --any-tool "
                          "submits it anyway")

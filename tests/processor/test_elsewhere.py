@@ -5,6 +5,7 @@ claiming, offers it (h394)."""
 from __future__ import annotations
 
 import os
+import stat
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from spool.intake import Candidate
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, STARTING_S, OwnerLease
 from spool.models import Job, OwnerStatus
+from spool.offer_marks import OfferMarks, offered_within
 from spool.settings import FsyncMode, Settings
 from spool.stats import (
     catalogue_refusal,
@@ -267,6 +269,55 @@ def test_a_tool_none_offers_is_looked_up_afresh_before_it_fails(
         lease.release()
 
 
+def test_a_tool_offered_lately_by_its_mark_alone_is_left_for_the_grace(
+        spool_root: Path, clock: _Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """A processor that offered a tool and stopped cleanly (or was killed) before this
+    one first read the catalogues left nothing in ``owners/``: its jobs failed
+    ``unknown_tool`` at once (left by the seventy-first session).  Its mark in
+    ``offers/`` leaves them for the grace, said once in the log; a tool with no mark, one
+    past the grace and a symlink in its place count for nothing."""
+    layout = Layout(spool_root)
+    OfferMarks(layout, ["theirs", "old"]).touch()
+    long_ago = time.time() - 1.5
+    os.utime(layout.offer_str("old"), (long_ago, long_ago))
+    os.symlink(layout.offer_str("theirs"), layout.offer_str("linked"))
+    clock.sync()
+    others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=1.0)
+    with caplog.at_level("INFO", logger="spoolq.processor"):
+        for _ in range(3):  # the catalogues read again at each look (recheck_s 0)
+            assert others.offered_by("theirs") == elsewhere.MARKED
+    said = [r for r in caplog.records if "for a restart's grace" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert others.max_attempts("theirs") is None, "not known: judged by its claimer"
+    assert others.offered_by("old") is None, "marked past the grace"
+    assert others.offered_by("linked") is None, "a symlink is no mark"
+    assert others.offered_by("nobody") is None
+    clock.sleep(1.1)
+    assert others.offered_by("theirs") is None, "past the grace: failed unknown_tool here"
+
+
+def test_marks_are_made_with_their_folder_and_never_follow_a_symlink(
+        spool_root: Path) -> None:
+    """A spool made before ``offers/`` has none: the processor makes it, with
+    ``owners/``'s mode; a symlink at a mark's name is touched itself, never its target."""
+    layout = Layout(spool_root)
+    layout.offers.rmdir()
+    os.chmod(layout.owners, 0o711)
+    target = spool_root.parent / "target"
+    target.touch()
+    long_ago = time.time() - 1000
+    os.utime(target, (long_ago, long_ago))
+    OfferMarks(layout, ["a/tool", "\udcff"]).touch()
+    assert stat.S_IMODE(layout.offers.stat().st_mode) == 0o711
+    assert sorted(os.listdir(layout.offers)) == sorted(
+        os.path.basename(layout.offer_str(tool)) for tool in ("a/tool", "\udcff"))
+    os.symlink(target, layout.offer_str("linked"))
+    OfferMarks(layout, ["linked"]).touch()
+    assert abs(target.stat().st_mtime - long_ago) < 1, "the target untouched"
+    assert offered_within(layout, "linked", 10.0, time.time()) is None
+    assert offered_within(layout, "a/tool", 10.0, time.time()) is not None
+
+
 def test_a_processor_whose_status_file_goes_before_its_lock_file_is_no_start(
         spool_root: Path, clock: _Clock) -> None:
     """A clean stop removes the status file, then the lock file, and a recovery a dead
@@ -460,6 +511,23 @@ def test_a_processor_starting_may_offer_any_tool_to_the_clients_too() -> None:
                     "processor odd (starting) are not known yet: the job is left until "
                     "they are (docs/scaling.md)"), said
     said = pending_wait(live, "nap", now, lambda: [])
+    assert said is not None and said.startswith("unknown tool 'nap': "), said
+
+
+def test_a_tool_offered_lately_is_taken_by_the_clients_too() -> None:
+    """Refused by ``spoolq submit`` (exit 2) and statusd (400), and shown bound to fail
+    ``unknown_tool``, a job of a tool the processors leave for a restart's grace by its
+    mark (:mod:`spool.offer_marks`) is taken, and ``show`` says why it waits; its params are
+    still judged by the processors that offer it."""
+    live, job = [_status("p2", "echo")], Job(tool="nap", params={})
+    refusal = catalogue_refusal(live, job, lambda: [], lambda tool: None)
+    assert refusal is not None and refusal.type.value == "unknown_tool"
+    assert catalogue_refusal(live, job, lambda: [], {"nap": 12.3}.get) is None
+    said = pending_wait(live, "nap", time.time(), lambda: [], {"nap": 12.34}.get)
+    assert said == ("no live processor offers tool 'nap', but one did 12.3 s ago: the job "
+                    "is left for its return (a restart) for SPOOL_GRACE_S plus 60 s past "
+                    "that, then fails unknown_tool (docs/scaling.md)"), said
+    said = pending_wait(live, "nap", time.time(), lambda: [], {}.get)
     assert said is not None and said.startswith("unknown tool 'nap': "), said
 
 

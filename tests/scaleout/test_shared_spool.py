@@ -415,3 +415,31 @@ def test_one_offering_a_tool_stopped_while_another_loads_its_tools_is_remembered
     wait_for(lambda: _done(spool_root) == 6, 60, "every job done once it is back")
     assert _runs(log) == Counter(ids)
     assert again.stop() == 0 and lacks.stop() == 0
+
+
+def test_a_processor_started_after_the_one_offering_a_tool_stopped_cleanly_leaves_its_jobs(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A rolling upgrade: the processor that loads ``dask_tools`` stops cleanly (its
+    status file removed), and the one that does not load them starts before it is back.
+    Nothing on the spool said the tool was offered: ``spoolq submit`` refused its jobs
+    and the processor failed them ``unknown_tool`` at once (left by the seventy-first
+    session: h414, 3 of 16 two-processor soaks under load, up to 90 of 825).  The tool's
+    mark in ``offers/`` keeps them waiting for a restart's grace; a tool no processor
+    ever offered still fails at once."""
+    log = tmp_path / "runs.log"
+    knows = daemon()
+    assert knows.stop() == 0
+    assert not [n for n in os.listdir(spool_root / "owners")], "its files removed"
+    lacks = daemon(SPOOL_TOOLS="")
+    submitted = _cli(spool_root, "submit", "d_append", "--id", "back", "-p",
+                     f"path={log}").stdout.strip()
+    assert submitted == "back"
+    shown = _cli(spool_root, "show", "back").stderr
+    assert "no live processor offers tool 'd_append', but one did " in shown, shown
+    assert "left for its return (a restart)" in shown, shown
+    drop(spool_root, "typo", {"tool": "d_appendd", "params": {}})
+    wait_for(lambda: record(spool_root, "typo") is not None, 30, "the typo's record")
+    typo = record(spool_root, "typo")
+    assert typo is not None and typo["error"]["type"] == "unknown_tool", typo
+    _left_until_it_is_back(spool_root, daemon, lacks, log)
+    assert _runs(log) == Counter(["back", "later"])
