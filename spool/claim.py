@@ -33,7 +33,7 @@ from spool.fsops import (
     sticky_said,
 )
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
-from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
+from spool.lease import CLAIMS, OPEN_FLAGS, open_nofollow, try_lock
 
 
 @dataclass(slots=True)
@@ -50,6 +50,7 @@ class Claim:
     def close(self, closer: Callable[[int], None] = os.close) -> None:
         if not self.closed:
             self.closed = True
+            CLAIMS.pop(self.fd, None)  # before the close: its number is not reused yet
             closer(self.fd)
 
 
@@ -86,18 +87,15 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     if (opened := _open(src, job_id)) is None:
         return None  # gone, or not a regular file: intake's business
     fd, before = opened
+    # Noted from its open, as what is open on its file holds its lock once taken: a
+    # process forked meanwhile (a FAST tool's thread) closes it (spool.lease._forked).
+    CLAIMS[fd] = before.st_ino
     try:
         if not S_ISREG(before.st_mode) or not _lock(fd, job_id):
             return None
-        try:
-            if (leased := mover.move_leased(src, dst, fd)) is None:  # never replaces
-                return None
-            fd = leased  # or the new name's own lock (see Mover.move_leased)
-        except SpoolIOError as exc:
-            _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
-            if (refused := _refused_by_file(exc, src, dst, job_id)) is not None:
-                raise refused from exc
-            raise
+        if (leased := _move_in(mover, src, dst, fd, before, job_id=job_id)) is None:
+            return None  # never replaces
+        fd = leased
         try:
             after = os.lstat(dst)
         except OSError as exc:  # moved, then not looked up (EIO, ESTALE): given back, as
@@ -107,11 +105,13 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             raise _lookup_trouble(exc, job_id) from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
+            CLAIMS.pop(fd, None)
             os.close(fd)
             fd = -1  # closed: the finally below must not close it again
             if (newer := _lease_newer(mover, src, dst, job_id, after)) is None:
                 return None
             fd, before = newer  # its one fstat, given back on EIO as the file it replaced
+            CLAIMS[fd] = before.st_ino
         size = before.st_size
         # Grown since intake judged it (through a descriptor its writer kept), a file is
         # read no further than a job can be: the daemon then runs what it judged.  One
@@ -133,7 +133,28 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         return claim
     finally:
         if fd >= 0:
+            CLAIMS.pop(fd, None)
             os.close(fd)
+
+
+def _move_in(mover: Mover, src: StrPath, dst: StrPath, fd: int, before: os.stat_result, *,
+             job_id: str) -> int | None:
+    """:meth:`~spool.fsops.Mover.move_leased` of the claimed file (``fd``, locked, its
+    fstat ``before``): the descriptor that holds its lease in ``dst`` (``fd``, or the new
+    name's own lock, noted in its place), None when nothing moved.  Moved, then the
+    folder's sync failed: given back, and raised (the file's own refusal as its
+    :class:`~spool.errors.UnreadableDrop`)."""
+    try:
+        leased = mover.move_leased(src, dst, fd)
+    except SpoolIOError as exc:
+        _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
+        if (refused := _refused_by_file(exc, src, dst, job_id)) is not None:
+            raise refused from exc
+        raise
+    if leased is not None and leased != fd:  # a link's new name (see Mover.move_leased)
+        CLAIMS.pop(fd, None)
+        CLAIMS[leased] = before.st_ino
+    return leased
 
 
 def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:

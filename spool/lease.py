@@ -9,7 +9,9 @@
   processor is up.
 
 Descriptors are opened ``O_CLOEXEC`` and workers are started by
-``forkserver``/``spawn``, so no child process inherits a lease.
+``forkserver``/``spawn``, so no child process inherits a lease; a child forked without
+an exec (a FAST tool's ``os.fork()``, a ``multiprocessing`` fork) closes its copies of
+both kinds at once (:func:`_forked`).
 """
 
 from __future__ import annotations
@@ -186,16 +188,34 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
 _LEASES: weakref.WeakSet[OwnerLease] = weakref.WeakSet()
 """The owner leases this process holds, closed in a child it forks (:func:`_forked`)."""
 
+CLAIMS: dict[int, int] = {}
+"""The claim leases this process holds: descriptor -> the job file's inode, closed in a
+child it forks (:func:`_forked`).  Kept by :mod:`spool.claim` (a claim's take and
+:meth:`~spool.claim.Claim.close`) and :func:`spool.orphans.lease`; a plain dict, as the
+claim is the processor's hot path (a store and a pop a job, some 0.1 us)."""
+
 
 def _forked() -> None:
-    """In a child this process forked: its copies of the owner leases' descriptors
-    closed (never unlocked: the lock is the parent's, on the same open file).  A flock
-    stays held while any copy is open: a child a tools module forked at its import (the
-    lease is taken before the tools load) or a FAST tool forked, and that outlived a
-    processor SIGKILLed, held its lock, which read as a hung processor's for as long as
-    the child lived, and no recovery removed its files (h415)."""
+    """In a child this process forked: its copies of the owner leases' and the claim
+    leases' descriptors closed (never unlocked: the locks are the parent's, on the same
+    open files).  A flock stays held while any copy is open: a child a tools module
+    forked at its import (the lease is taken before the tools load) or a FAST tool
+    forked, and that outlived a processor SIGKILLed, held its lock, which read as a hung
+    processor's for as long as the child lived, and no recovery removed its files
+    (h415); and it held the lease of every job running at its fork, the forking FAST
+    job's own too, which recovery took for a live owner's and left in ``running/`` for
+    as long as the child lived (h416).  The child's work is its tool's (the processor
+    kills it at its stop, as systemd's cgroup kill does at its death), no run of its
+    own: the job is recovered like any other the dead processor ran.  A descriptor is
+    closed only if it is still open on the inode its claim noted."""
     for lease in list(_LEASES):
         lease.forget()
+    claims = list(CLAIMS.items())
+    CLAIMS.clear()
+    for fd, inode in claims:
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_ino == inode:
+                os.close(fd)
 
 
 os.register_at_fork(after_in_child=_forked)

@@ -36,7 +36,7 @@ from spool.history import history_of, retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in, parse_job, read_fd, record_from_job
 from spool.layout import ORIG_SUFFIX
-from spool.lease import names, open_nofollow, try_lock
+from spool.lease import CLAIMS, names, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, error_text, parse_record
 from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
@@ -526,6 +526,7 @@ def lease(path: Path, job_id: str) -> Claim | None:
                     os.close(fd_out)
                     raise UnreadableDrop(f"cannot read {path.parent.name}/{path.name}: "
                                          f"{exc.strerror}") from exc
+                CLAIMS[fd_out] = st.st_ino  # closed in a child forked (spool.lease._forked)
                 return Claim(job_id, fd_out, data, now.st_ctime_ns, now.st_mtime_ns)
         return None
     except FileNotFoundError:
