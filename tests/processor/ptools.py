@@ -503,6 +503,29 @@ class FastFork(BaseTool):
         return ToolResult.ok()
 
 
+class FastForkStays(BaseTool):
+    """A bare ``os.fork()`` in a FAST tool, its child left asleep ``seconds`` (its pid in
+    ``pid_file``, written whole), the tool itself still running (as :class:`Record`,
+    for ``seconds`` or until ``release``)."""
+
+    name: ClassVar[str] = "t_fast_fork_stays"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    execution_timeout: ClassVar[float] = 120.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(params.seconds)
+            os._exit(0)
+        assert params.pid_file is not None
+        with open(params.pid_file + ".tmp", "w") as out:
+            out.write(str(pid))
+        os.rename(params.pid_file + ".tmp", params.pid_file)
+        _work(params)
+        return ToolResult.ok()
+
+
 _SLOW_CHILD = threading.local()
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemonkit import Daemon, drop, wait_for, wait_record
+from daemonkit import Daemon, alive, drop, locations, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
 
@@ -111,3 +111,36 @@ def test_an_error_whose_str_raises_a_base_exception_is_the_jobs_tool_error(
         assert error["message"] == "_StrRaises: <_StrRaises whose str() raised>", error
     assert d.running(), d.logs()
     assert d.stop() == 0
+
+
+def test_a_fast_tools_child_does_not_keep_the_running_jobs_from_recovery(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A child a FAST tool forks (no exec) got a copy of every claim lease's descriptor
+    open at its fork, and a flock stays held while any copy is open: once the processor
+    was SIGKILLed, the next one's recovery took the jobs it had been running (the
+    forking job's own too) for a live owner's and left them in ``running/`` for as long
+    as the child lived (h416: 12 s here, a child that never ends for good).  The child
+    closes its copies: they are recovered at once, the child still alive."""
+    first = daemon()
+    drop(spool_root, "other", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for((spool_root / "running" / "other.json").exists, 20, "the COMPUTE job to run")
+    pid_file = tmp_path / "child.pid"
+    drop(spool_root, "forks", {"tool": "t_fast_fork_stays",
+                               "params": {"seconds": 60, "pid_file": str(pid_file)}})
+    wait_for(pid_file.exists, 20, "the FAST tool's child")
+    child = int(pid_file.read_text())  # written whole (renamed into place)
+    try:
+        assert locations(spool_root) == {"other": ["running"], "forks": ["running"]}
+        first.kill()
+        assert alive(child)
+        daemon()
+        for job_id in ("other", "forks"):
+            try:
+                error = wait_record(spool_root, job_id, 30)["error"]
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {locations(spool_root)}") from None
+            assert error["type"] == "abandoned", error
+            assert "its processor died mid-run" in error["message"], error
+        assert alive(child), "recovered only once the child had ended"
+    finally:
+        os.kill(child, signal.SIGKILL)
