@@ -40,6 +40,8 @@ from spool.layout import Layout
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from spool.cli.user_reader import UserReader
     from spool.settings import Settings
 
@@ -188,8 +190,43 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
         if blind:
             note(f"not counted: {out_of_reach(blind, 'look into')} (null in the document)")
     else:
-        print("\n".join(stats_lines(stats)))
+        print("\n".join(stats_lines(stats, _why_left(layout, settings.grace_s))))
     return EXIT_OK
+
+
+def _why_left(layout: Layout, grace_s: float) -> Callable[[str], str | None]:
+    """How ``spoolq stats`` says why the jobs of a tool are left, when no live processor
+    offers it (:func:`_left_lines`): one starting may, or one did lately and is left a
+    restart's grace by its mark (:mod:`spool.offer_marks`); None when a live one offers it
+    or this cannot be told.  Said "left to the processors that offer it", such a tool's
+    jobs read as claimed soon, and failed ``unknown_tool`` once the grace was over (QA
+    h417)."""
+    from spool.lease import heartbeat_fresh  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.offer_marks import offered_lately  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import (  # noqa: PLC0415 - lazy, see spool.cli
+        readable_processors,
+        starting_processors,
+        unoffered_tool,
+    )
+    from spool.text import seconds_text  # noqa: PLC0415 - lazy, see spool.cli
+
+    def why(tool: str) -> str | None:
+        live = readable_processors(layout)
+        if live is None:
+            return None
+        now = datetime.now(UTC).timestamp()
+        fresh = [status for status in live if heartbeat_fresh(status, now)
+                 and not status.stopping]
+        if not fresh or unoffered_tool(fresh, tool) is None:
+            return None
+        if starting_processors(layout):
+            return "left while a processor starts that may offer it"
+        if (ago := offered_lately(layout, grace_s)(tool)) is not None:
+            return (f"left for a restart's grace: no live processor offers it, one did "
+                    f"{seconds_text(round(ago, 1))} ago")
+        return None
+
+    return why
 
 
 def not_counted(stats: dict[str, Any], blind: list[JobState]) -> None:
@@ -212,7 +249,10 @@ def _span_s(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
 
 
-def stats_lines(stats: dict[str, Any]) -> list[str]:
+def stats_lines(stats: dict[str, Any],
+                why_left: Callable[[str], str | None] | None = None) -> list[str]:
+    """``spoolq stats``'s text; ``why_left``: why the jobs of a tool are left, when not
+    to the live processors that offer it (:func:`_why_left`)."""
     counts = stats["counts"]
     oldest = stats["oldest_pending_age_s"]
     lines = [f"{state:<10}{n}" if n is not None else
@@ -261,7 +301,7 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         room = stats.get("compute_room", stats["job_num"])
         if room < stats["job_num"]:  # COMPUTE jobs wait for room a Dask cluster lacks
             lines.append(f"          room for {room} now: " + _short_of_room(stats, room))
-        lines.extend(_left_lines(stats))
+        lines.extend(_left_lines(stats, why_left))
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append(f"processor down: {_why_down(stats.get('processors', []))}")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
@@ -274,10 +314,11 @@ LEFT_LINES = 5
 """The most tools ``spoolq stats`` names a line each whose jobs are left to others."""
 
 
-def _left_lines(stats: dict[str, Any]) -> list[str]:
+def _left_lines(stats: dict[str, Any],
+                why_left: Callable[[str], str | None] | None = None) -> list[str]:
     """A line for each tool whose pending jobs some live processors leave to the others
     that offer it (a rolling upgrade, docs/scaling.md): shown only as "pending", they
-    looked stuck."""
+    looked stuck.  ``why_left`` says why instead when none offers it now."""
     left: dict[str, int] = stats.get("left_to_others") or {}
     lines = []
     for tool, n in list(left.items())[:LEFT_LINES]:
@@ -285,8 +326,10 @@ def _left_lines(stats: dict[str, Any]) -> list[str]:
                    if p.get("alive") and tool in (p.get("left_to_others") or {})]
         jobs = "1 pending job" if n == 1 else f"{n} pending jobs"
         verb = "does" if len(leaving) == 1 else "do"
-        lines.append(printable(f"          {jobs} of tool {tool!r} left to the processors "
-                               f"that offer it ({', '.join(leaving)} {verb} not load it)"))
+        why = (why_left(tool) if why_left is not None else None) or \
+            "left to the processors that offer it"
+        lines.append(printable(f"          {jobs} of tool {tool!r} {why} "
+                               f"({', '.join(leaving)} {verb} not load it)"))
     if len(left) > LEFT_LINES:
         lines.append(f"          and those of {len(left) - LEFT_LINES} more tools")
     return lines

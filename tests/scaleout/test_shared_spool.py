@@ -437,6 +437,16 @@ def test_a_processor_started_after_the_one_offering_a_tool_stopped_cleanly_leave
     shown = _cli(spool_root, "show", "back").stderr
     assert "no live processor offers tool 'd_append', but one did " in shown, shown
     assert "left for its return (a restart)" in shown, shown
+
+    def said() -> list[str]:
+        lines = _cli(spool_root, "stats").stdout.splitlines()
+        return [line for line in lines if "of tool 'd_append'" in line]
+
+    # Said "left to the processors that offer it" while none did (QA h417).
+    wait_for(said, 30, "the job left counted by spoolq stats")
+    line = said()[0]
+    assert "left for a restart's grace: no live processor offers it, one did " in line, line
+    assert "left to the processors that offer it" not in line, line
     drop(spool_root, "typo", {"tool": "d_appendd", "params": {}})
     wait_for(lambda: record(spool_root, "typo") is not None, 30, "the typo's record")
     typo = record(spool_root, "typo")
