@@ -28,6 +28,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 
+from spool.fsops import FILE_MODE
 from spool.layout import Layout
 
 RESTART_GRACE_S = 60.0
@@ -88,7 +89,7 @@ class OfferMarks:
 
     def _make(self, path: str) -> None:
         try:
-            fd = os.open(path, _MARK_FLAGS, 0o644)
+            fd = os.open(path, _MARK_FLAGS, FILE_MODE)
         except FileNotFoundError:
             folder = self.layout.offers
             mode = stat.S_IMODE(os.stat(self.layout.owners).st_mode)
@@ -97,5 +98,8 @@ class OfferMarks:
                 os.chmod(folder, mode)  # as owners/, the umask notwithstanding
             except FileExistsError:
                 pass
-            fd = os.open(path, _MARK_FLAGS, 0o644)
-        os.close(fd)
+            fd = os.open(path, _MARK_FLAGS, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # as every file spoolq writes (operations.md)
+        finally:
+            os.close(fd)

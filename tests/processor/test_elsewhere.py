@@ -309,6 +309,9 @@ def test_marks_are_made_with_their_folder_and_never_follow_a_symlink(
     os.utime(target, (long_ago, long_ago))
     OfferMarks(layout, ["a/tool", "\udcff"]).touch()
     assert stat.S_IMODE(layout.offers.stat().st_mode) == 0o711
+    # Mode 0640 as every file spoolq writes, whatever the umask (made 0644: QA h417).
+    assert {stat.S_IMODE(os.lstat(layout.offer_str(tool)).st_mode)
+            for tool in ("a/tool", "\udcff")} == {0o640}
     assert sorted(os.listdir(layout.offers)) == sorted(
         os.path.basename(layout.offer_str(tool)) for tool in ("a/tool", "\udcff"))
     os.symlink(target, layout.offer_str("linked"))
