@@ -23,6 +23,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -82,6 +83,11 @@ class OfferMarks:
                     self._make(path)
                 except OSError as exc:
                     failed = exc
+            except PermissionError:
+                try:
+                    self._replace(path)
+                except OSError as exc:
+                    failed = exc
             except OSError as exc:
                 failed = exc
         if failed is not None:
@@ -103,3 +109,23 @@ class OfferMarks:
             os.fchmod(fd, FILE_MODE)  # as every file spoolq writes (operations.md)
         finally:
             os.close(fd)
+
+    def _replace(self, path: str) -> None:
+        """A mark this user may not date, another user's (root ran a processor on the
+        spool: its marks 0640, root's), replaced by one of this user's, made beside it and
+        renamed over it.  Dated no more, such a mark aged past the grace while this
+        processor offered its tool, and the processor warned of it at each start, as
+        marks are never removed (QA h417)."""
+        fresh = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(fresh, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
+            raise

@@ -321,6 +321,33 @@ def test_marks_are_made_with_their_folder_and_never_follow_a_symlink(
     assert offered_within(layout, "a/tool", 10.0, time.time()) is not None
 
 
+def test_a_mark_of_another_users_is_replaced_by_one_of_the_processors_own(
+        spool_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root's processor run on the spool once left marks the spool user may not date
+    (utime of another user's 0640 file: EACCES): each stayed as old as that run, and
+    the tools' jobs failed ``unknown_tool`` at once after a clean stop of the processor
+    offering them, its warning said again at each start (QA h417).  The spool user owns
+    ``offers/``: the mark is replaced by one of its own."""
+    layout = Layout(spool_root)
+    mark = layout.offer_str("theirs")
+    OfferMarks(layout, ["theirs"]).touch()
+    long_ago = time.time() - 1000
+    os.utime(mark, (long_ago, long_ago))
+    real_utime = os.utime
+
+    def utime(path: str, *args: object, **kwargs: object) -> None:
+        if path == mark and os.lstat(path).st_mtime < time.time() - 500:
+            raise PermissionError(13, "Permission denied", path)  # as for another's file
+        real_utime(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "utime", utime)
+    OfferMarks(layout, ["theirs"]).touch()
+    st = os.lstat(mark)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+    assert offered_within(layout, "theirs", 10.0, time.time()) is not None
+    assert os.listdir(layout.offers) == [os.path.basename(mark)], "no temporary left"
+
+
 def test_a_processor_whose_status_file_goes_before_its_lock_file_is_no_start(
         spool_root: Path, clock: _Clock) -> None:
     """A clean stop removes the status file, then the lock file, and a recovery a dead
