@@ -13,7 +13,8 @@ A mark under a restart's grace old leaves the tool's jobs waiting for it instead
 
 Guarantees:
 
-* a mark is only ever made or touched, never removed: a tool offered once on a spool
+* a mark is only ever made or touched, never removed (one this user may not date,
+  another user's, is replaced by one of its own): a tool offered once on a spool
   keeps a file of no bytes, and one whose mark is older than the grace counts for
   nothing;
 * marks are advisory: a mark that cannot be made or read (``offers/`` not writable, the
