@@ -51,7 +51,7 @@ class StatusFile:
         self.clock = clock
         self.started_at = clock.now()
         self.catalogue_json = orjson.Fragment(orjson.dumps(catalogue))
-        self.marks = OfferMarks(self.layout, [entry["name"] for entry in catalogue])
+        self.marks = OfferMarks(spool.mover, [entry["name"] for entry in catalogue])
         # Finished runs by second of the monotonic clock: [second, done, failed].  One
         # entry a run (a tuple each) held 13,000 at 220 jobs/s, 360,000 (some 30 MB) at
         # W1's 6,000; a second's entry is one list, 61 of them at most.
@@ -118,7 +118,7 @@ class StatusFile:
         if not stopping:  # offered until now (spool.offer_marks), for a restart's grace
             try:
                 self.marks.touch()
-            except OSError as exc:
+            except (SpoolIOError, OSError) as exc:
                 self.write_failed(OFFER_MARK, exc)
             else:
                 self.failing_writes.discard(OFFER_MARK)

@@ -24,13 +24,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable
 
-from spool.fsops import FILE_MODE
+from spool.errors import SpoolIOError
+from spool.fsops import FILE_MODE, Mover
 from spool.layout import Layout
 
 RESTART_GRACE_S = 60.0
@@ -65,17 +65,19 @@ def offered_lately(layout: Layout, grace_s: float) -> Callable[[str], float | No
 
 
 class OfferMarks:
-    """A processor's marks of the tools it offers, touched by :meth:`touch`."""
+    """A processor's marks of the tools it offers, touched by :meth:`touch`; ``mover``
+    replaces a mark this user may not date (:meth:`_replace`)."""
 
-    def __init__(self, layout: Layout, tools: Iterable[str]) -> None:
-        self.layout = layout
-        self.paths = [layout.offer_str(tool) for tool in tools]
+    def __init__(self, mover: Mover, tools: Iterable[str]) -> None:
+        self.mover = mover
+        self.layout = mover.layout
+        self.paths = [self.layout.offer_str(tool) for tool in tools]
 
     def touch(self) -> None:
         """Date every mark now, making those missing (and ``offers/``, with ``owners/``'s
-        mode, on a spool made before it).  OSError when one cannot be: the rest are
-        still tried."""
-        failed: OSError | None = None
+        mode, on a spool made before it).  OSError (or the Mover's SpoolIOError) when one
+        cannot be: the rest are still tried."""
+        failed: OSError | SpoolIOError | None = None
         for path in self.paths:
             try:
                 os.utime(path, follow_symlinks=False)
@@ -87,7 +89,7 @@ class OfferMarks:
             except PermissionError:
                 try:
                     self._replace(path)
-                except OSError as exc:
+                except (OSError, SpoolIOError) as exc:
                     failed = exc
             except OSError as exc:
                 failed = exc
@@ -113,20 +115,8 @@ class OfferMarks:
 
     def _replace(self, path: str) -> None:
         """A mark this user may not date, another user's (root ran a processor on the
-        spool: its marks 0640, root's), replaced by one of this user's, made beside it and
-        renamed over it.  Dated no more, such a mark aged past the grace while this
-        processor offered its tool, and the processor warned of it at each start, as
-        marks are never removed (QA h417)."""
-        fresh = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, FILE_MODE)
-        try:
-            os.fchmod(fd, FILE_MODE)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(fresh, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(fresh)
-            raise
+        spool: its marks 0640, root's), replaced by one of this user's, published over it
+        (the spool user owns ``offers/``).  Dated no more, such a mark aged past the
+        grace while this processor offered its tool, and the processor warned of it at
+        each start, as marks are never removed (QA h417)."""
+        self.mover.publish(path, b"", durable=False)

@@ -277,7 +277,7 @@ def test_a_tool_offered_lately_by_its_mark_alone_is_left_for_the_grace(
     ``offers/`` leaves them for the grace, said once in the log; a tool with no mark, one
     past the grace and a symlink in its place count for nothing."""
     layout = Layout(spool_root)
-    OfferMarks(layout, ["theirs", "old"]).touch()
+    OfferMarks(Mover(layout, FsyncMode.NEVER), ["theirs", "old"]).touch()
     long_ago = time.time() - 1.5
     os.utime(layout.offer_str("old"), (long_ago, long_ago))
     os.symlink(layout.offer_str("theirs"), layout.offer_str("linked"))
@@ -307,7 +307,7 @@ def test_marks_are_made_with_their_folder_and_never_follow_a_symlink(
     target.touch()
     long_ago = time.time() - 1000
     os.utime(target, (long_ago, long_ago))
-    OfferMarks(layout, ["a/tool", "\udcff"]).touch()
+    OfferMarks(Mover(layout, FsyncMode.NEVER), ["a/tool", "\udcff"]).touch()
     assert stat.S_IMODE(layout.offers.stat().st_mode) == 0o711
     # Mode 0640 as every file spoolq writes, whatever the umask (made 0644: QA h417).
     assert {stat.S_IMODE(os.lstat(layout.offer_str(tool)).st_mode)
@@ -315,7 +315,7 @@ def test_marks_are_made_with_their_folder_and_never_follow_a_symlink(
     assert sorted(os.listdir(layout.offers)) == sorted(
         os.path.basename(layout.offer_str(tool)) for tool in ("a/tool", "\udcff"))
     os.symlink(target, layout.offer_str("linked"))
-    OfferMarks(layout, ["linked"]).touch()
+    OfferMarks(Mover(layout, FsyncMode.NEVER), ["linked"]).touch()
     assert abs(target.stat().st_mtime - long_ago) < 1, "the target untouched"
     assert offered_within(layout, "linked", 10.0, time.time()) is None
     assert offered_within(layout, "a/tool", 10.0, time.time()) is not None
@@ -330,7 +330,7 @@ def test_a_mark_of_another_users_is_replaced_by_one_of_the_processors_own(
     ``offers/``: the mark is replaced by one of its own."""
     layout = Layout(spool_root)
     mark = layout.offer_str("theirs")
-    OfferMarks(layout, ["theirs"]).touch()
+    OfferMarks(Mover(layout, FsyncMode.NEVER), ["theirs"]).touch()
     long_ago = time.time() - 1000
     os.utime(mark, (long_ago, long_ago))
     real_utime = os.utime
@@ -341,7 +341,7 @@ def test_a_mark_of_another_users_is_replaced_by_one_of_the_processors_own(
         real_utime(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "utime", utime)
-    OfferMarks(layout, ["theirs"]).touch()
+    OfferMarks(Mover(layout, FsyncMode.NEVER), ["theirs"]).touch()
     st = os.lstat(mark)
     assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
     assert offered_within(layout, "theirs", 10.0, time.time()) is not None
