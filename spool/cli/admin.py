@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
+import shlex
 import stat
 from typing import TYPE_CHECKING
 
@@ -90,8 +92,17 @@ def _not_anothers_as_root(layout: Layout) -> None:
         return
     if os.geteuid() == 0 and owner != 0 and not all(
             folder.is_dir() for folder in layout.all_folders()):
-        raise SpoolError(f"{layout.root} is uid {owner}'s: as root, mend it with its owners "
-                         "and modes: spoolq init --system --user USER --group GROUP")
+        try:
+            user = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            user = str(owner)
+        # Only --system was named: a user's own spool made before offers/ (which its
+        # processor makes) was to be turned into a system spool to be mended (QA h417).
+        raise SpoolError(f"{layout.root} is {user}'s (uid {owner}): run spoolq init as "
+                         f"that user (sudo -u {shlex.quote(user)} spoolq init --spool-dir "
+                         f"{shlex.quote(str(layout.root))}), or, for a system spool, mend it "
+                         "with its owners and modes as root: spoolq init --system --user "
+                         "USER --group GROUP")
     guarded(layout)  # a whole one of another's, but a folder a symlink: said, not "ready"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -252,6 +253,24 @@ def test_roots_data_synth_does_not_write_through_the_owners_symlink(open_dir: Pa
     done = _spoolq("data", "synth", "--spool-dir", str(root), "--symbols", "2", "--bars", "5")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (root / "data").iterdir()) == ["S0000.csv", "S0001.csv"]
+
+
+def test_roots_plain_init_of_a_users_spool_short_of_a_folder_says_to_run_it_as_that_user(
+        open_dir: Path) -> None:
+    """A user's spool made before ``offers/`` (which its processor makes) is short of a
+    folder: root's plain ``spoolq init`` refuses to make it root's, and said only to mend
+    it as a system spool (``--system``), which a user's own spool is not (QA h417).  It
+    names the user to run it as, and makes nothing."""
+    root, _ = _nobodys_spool(open_dir)
+    (root / "offers").rmdir()
+    done = _spoolq("init", "--spool-dir", str(root))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    user = pwd.getpwuid(NOBODY).pw_name
+    assert done.stderr.strip() == (
+        f"spoolq: error: {root} is {user}'s (uid {NOBODY}): run spoolq init as that user "
+        f"(sudo -u {user} spoolq init --spool-dir {root}), or, for a system spool, mend it "
+        "with its owners and modes as root: spoolq init --system --user USER --group GROUP")
+    assert not (root / "offers").exists()
 
 
 def test_a_process_pins_a_spool_whose_folders_keep_moving_a_bounded_number_of_times(
