@@ -493,14 +493,21 @@ class FastFork(BaseTool):
     Params: ClassVar[type[BaseModel]] = Params
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(params.seconds)
-            os._exit(0)
-        assert params.pid_file is not None
-        with open(params.pid_file, "w") as out:
-            out.write(str(pid))
+        _fork_asleep(params)
         return ToolResult.ok()
+
+
+def _fork_asleep(params: Params) -> None:
+    """A bare ``os.fork()``, its child asleep ``seconds``, its pid in ``pid_file`` (written
+    whole: renamed into place)."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(params.seconds)
+        os._exit(0)
+    assert params.pid_file is not None
+    with open(params.pid_file + ".tmp", "w") as out:
+        out.write(str(pid))
+    os.rename(params.pid_file + ".tmp", params.pid_file)
 
 
 class FastForkStays(BaseTool):
@@ -514,14 +521,7 @@ class FastForkStays(BaseTool):
     Params: ClassVar[type[BaseModel]] = Params
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(params.seconds)
-            os._exit(0)
-        assert params.pid_file is not None
-        with open(params.pid_file + ".tmp", "w") as out:
-            out.write(str(pid))
-        os.rename(params.pid_file + ".tmp", params.pid_file)
+        _fork_asleep(params)
         _work(params)
         return ToolResult.ok()
 
