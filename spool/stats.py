@@ -444,7 +444,7 @@ def spent_attempts(layout: Layout, job: Job) -> str | None:
 
 
 PROCESSOR_FIELDS = ("job_num", "compute_room", "busy_workers", "fast_running",
-                    "left_to_others", "processor", "processors")
+                    "left_to_others", "left_why", "processor", "processors")
 """What the processors' status files tell in the stats document."""
 
 

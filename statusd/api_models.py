@@ -163,6 +163,12 @@ class Stats(SpoolStats):
         default_factory=dict, description="pending jobs of a tool some live processors do "
         "not load, left by them to those that offer it, by tool (the most any one leaves): "
         "a rolling upgrade, see docs/scaling.md")
+    left_why: dict[str, str] = Field(
+        default_factory=dict, description="why the jobs of each tool in left_to_others "
+        "wait, as spoolq show says it: left to the live processors that offer the tool, "
+        "to a processor starting (its tools not known yet), or for a restart's grace by "
+        "the tool's mark alone (no processor offers it now: they fail unknown_tool once "
+        "it is over); a tool whose reason cannot be told has none")
     processor: Liveness
     processors: list[dict[str, Any]] = Field(description="the status file of each processor "
                                              "holding its lock, with alive")
