@@ -92,6 +92,7 @@ const ui = {
   statsTaken: 0,          // the latest-asked stats answer taken (later than any stale one)
   processorAlive: null,   // at the last stats refresh, or a claim since; null: not known
   processors: [],         // the last stats' processors: the status file of each holding its lock
+  leftWhy: {},            // the last stats' left_why: why each left tool's pending jobs wait
   toolLimits: new Map(),  // the live processors' attempt limit by tool (GET api/v1/tools)
   toolsOf: null,          // the processors that catalogue is of: "owner started_at" each
   tools: [],              // the tools the last stats named: the tool filter's options
@@ -506,6 +507,7 @@ function showProcessor(stats) {
   const alive = stats.processor.alive;
   ui.processorAlive = alive;
   ui.processors = stats.processors || [];
+  ui.leftWhy = stats.left_why || {};
   const live = (stats.processors || []).filter((p) => p.alive !== false);
   const stopping = alive && live.length > 0 && live.every((p) => p.stopping);
   node.textContent = `processor: ${stopping ? "stopping" : alive ? "up" : "down"}`;
@@ -1158,11 +1160,16 @@ function renderNote() {
     lines.push(`whether a processor is running cannot be told (${ui.processorsUnknown})`);
   } else if (state === "pending" && leftBy(ui.fieldsOf).length) {
     // A rolling upgrade: a processor that does not load the job's tool leaves it to one
-    // that does.  Said "pending" alone beside idle workers, it looked stuck.
+    // that does.  Said "pending" alone beside idle workers, it looked stuck.  Why, as
+    // `spoolq show` says it (the stats' left_why): it was "left to the processors that
+    // offer tool X" too while none did, a processor starting or the tool's restart grace
+    // alone keeping it, after which it fails unknown_tool (QA h418).
+    const tool = String(ui.fieldsOf.tool);
     const leaving = leftBy(ui.fieldsOf);
-    lines.push(`left to the processors that offer tool ${shown(String(ui.fieldsOf.tool))}: ${
-      leaving.map((p) => `pid ${p.pid} on ${shown(String(p.host))}`).join(", ")
-    } ${leaving.length === 1 ? "does" : "do"} not load it; it runs as their workers come free`);
+    lines.push(Object.hasOwn(ui.leftWhy, tool) ? shown(String(ui.leftWhy[tool]))
+      : `left to the processors that offer tool ${shown(tool)}: ${
+        leaving.map((p) => `pid ${p.pid} on ${shown(String(p.host))}`).join(", ")
+      } ${leaving.length === 1 ? "does" : "do"} not load it`);
   }
   if (state === "not found" && ui.fieldsOf) {
     // Seen here before it went: "not submitted yet" beside its fields and result, still

@@ -35,6 +35,7 @@ from statusdkit import (
 from spool.claim import Claim
 from spool.client import Client
 from spool.errors import ErrorType
+from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job
 from spool.transitions import Spool
 
@@ -707,7 +708,9 @@ def test_a_job_left_to_the_processor_offering_its_tool_says_so(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A rolling upgrade: one processor loads the job's tool, the other does not and
     leaves the job to it.  The task view said "pending" alone beside idle workers (left
-    by the sixty-eighth session); it names the processor that leaves it."""
+    by the sixty-eighth session); it names the processor that leaves it, and the one
+    it is left to, as ``spoolq show`` does (the stats' left_why, QA h418).  A processor
+    starting, which may offer the tool, is said to be why once none offers it."""
     offers = FakeOwner(spool, "offers-1-aaaa", tools=[{"name": "echo"}, {"name": "nap"}])
     lacks = FakeOwner(spool, "lacks-2-bbbb", busy=0, host="box<b>",
                       left_to_others={"nap": 1})
@@ -717,11 +720,21 @@ def test_a_job_left_to_the_processor_offering_its_tool_says_so(
         page.goto(server.base + "/#/tasks/napping")
         expect(page.locator("#task-state")).to_have_text("pending")
         expect(page.locator("#task-note")).to_have_text(
-            f"left to the processors that offer tool nap: pid {os.getpid()} on box<b> does "
-            "not load it; it runs as their workers come free")
+            f"left to the processors that offer tool 'nap' (pid {os.getpid()} on test); "
+            f"pid {os.getpid()} on box<b> does not load it")
         page.goto(server.base + "/#/tasks/plain")  # echo: no processor leaves it
         expect(page.locator("#task-state")).to_have_text("pending")
         expect(page.locator("#task-note")).to_be_hidden()
+        offers.close()  # stopped; one starts, its tools not said yet
+        starting = OwnerLease(spool.layout.owner_lock("box-77-cccc"))
+        try:
+            page.goto(server.base + "/#/tasks/napping")
+            expect(page.locator("#task-note")).to_have_text(
+                "no live processor offers tool 'nap', but the tools of pid 77 on box "
+                "(starting) are not known yet: the job is left until they are "
+                "(docs/scaling.md)")
+        finally:
+            starting.release()
     finally:
         lacks.close()
         offers.close()
