@@ -6,6 +6,7 @@ so it needs no daemon and no daemon's restart, death or hang can reset or freeze
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import stat
 import time
@@ -361,6 +362,26 @@ def left_to_others(live: list[OwnerStatus], pending: int | None = None) -> dict[
     if pending is not None:
         left = {tool: min(n, pending) for tool, n in left.items() if pending}
     return dict(sorted(left.items()))
+
+
+def left_why(layout: Layout, live: list[OwnerStatus], left: dict[str, int], now: float,
+             grace_s: float) -> dict[str, str]:
+    """The stats document's ``left_why``: why the jobs of each tool in ``left`` (its
+    ``left_to_others``) wait, as ``spoolq show`` says it of one of them
+    (:func:`pending_wait`; ``live``: the lock holders' status files, ``grace_s``:
+    ``SPOOL_GRACE_S``): left to the live processors that offer the tool, to one starting
+    (its tools not said yet), or for a restart's grace by the tool's mark alone, after
+    which they fail ``unknown_tool``; a tool whose reason cannot be told (a processor
+    publishes no catalogue) has none.  The dashboard and ``spoolq stats`` called all
+    three "left to the processors that offer it" (QA h417, h418).  Only the tools in
+    ``left``, most often none: ``owners/`` is listed again and the mark looked at only
+    for a tool no live processor offers."""
+    from spool.offer_marks import offered_lately  # noqa: PLC0415 - only with jobs left
+
+    starting = functools.cache(functools.partial(starting_processors, layout))
+    lately = offered_lately(layout, grace_s)
+    reasons = {tool: pending_wait(live, tool, now, starting, lately) for tool in left}
+    return {tool: why for tool, why in reasons.items() if why is not None}
 
 
 def unfit_params(live: list[OwnerStatus] | None, tool: str, params: dict[str, Any]

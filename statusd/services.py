@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -25,10 +24,9 @@ from spool.errors import SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import MAX_TOOL_NAME, OwnerStatus
-from spool.offer_marks import offered_lately
 from spool.reader import RECENT_S, SpoolReader, stats_document
 from spool.settings import Settings
-from spool.stats import known_processors, pending_wait, starting_processors, without_processors
+from spool.stats import known_processors, left_why, without_processors
 from statusd.hub import Hub
 from statusd.index import Index
 from statusd.loading import Figures
@@ -183,29 +181,13 @@ class Services:
         # 361 KB, read every 5 s by each open dashboard, and a select of 3,009 (QA).
         doc["tools"] = sorted([*offered, *seen[:MAX_SEEN_TOOLS]])
         doc["tools_omitted"] = max(0, len(seen) - MAX_SEEN_TOOLS)
-        doc["left_why"] = self._left_why(processors, doc["left_to_others"], now)
+        doc["left_why"] = left_why(self.layout, processors, doc["left_to_others"], now,
+                                   self.settings.grace_s)
         by_tool = figures.counts_by_tool(doc["tools"])
         if by_tool is not None:
             doc["counts_by_tool"] = by_tool
         doc["statusd"] = self._own_figures()
         return doc
-
-    def _left_why(self, processors: list[OwnerStatus], left: dict[str, int], now: float
-                  ) -> dict[str, str]:
-        """The stats' ``left_why``: why the jobs of each tool in ``left`` (its
-        ``left_to_others``) wait, as ``spoolq show`` says it of one of them
-        (:func:`spool.stats.pending_wait`): left to the live processors that offer the
-        tool, to one starting (its tools not said yet), or for a restart's grace by the
-        tool's mark alone, after which they fail ``unknown_tool``; a tool whose reason
-        cannot be told (a processor publishes no catalogue) has none.  The dashboard
-        called all three "left to the processors that offer tool X" (QA h418).  Only the
-        tools in ``left``, most often none: ``owners/`` is listed again and the mark
-        looked at only for a tool no live processor offers."""
-        starting = functools.cache(functools.partial(starting_processors, self.layout))
-        lately = offered_lately(self.layout, self.settings.grace_s)
-        reasons = {tool: pending_wait(processors, tool, now, starting, lately)
-                   for tool in left}
-        return {tool: why for tool, why in reasons.items() if why is not None}
 
     def _own_figures(self) -> dict[str, Any]:
         """The stats' ``statusd``: statusd's own figures (``indexing`` while it loads)."""

@@ -40,7 +40,6 @@ from spool.layout import Layout
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from spool.cli.user_reader import UserReader
     from spool.settings import Settings
@@ -183,6 +182,7 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
     layout = reader_of(settings).layout
     seen, blind = listable(layout, "spoolq stats", None)
     stats = SpoolReader(layout, seen).stats(partial=args.partial)
+    _with_left_why(layout, stats, settings.grace_s)
     if blind:
         not_counted(stats, blind)
     if args.json:
@@ -190,43 +190,24 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
         if blind:
             note(f"not counted: {out_of_reach(blind, 'look into')} (null in the document)")
     else:
-        print("\n".join(stats_lines(stats, _why_left(layout, settings.grace_s))))
+        print("\n".join(stats_lines(stats)))
     return EXIT_OK
 
 
-def _why_left(layout: Layout, grace_s: float) -> Callable[[str], str | None]:
-    """How ``spoolq stats`` says why the jobs of a tool are left, when no live processor
-    offers it (:func:`_left_lines`): one starting may, or one did lately and is left a
-    restart's grace by its mark (:mod:`spool.offer_marks`); None when a live one offers it
-    or this cannot be told.  Said "left to the processors that offer it", such a tool's
-    jobs read as claimed soon, and failed ``unknown_tool`` once the grace was over (QA
+def _with_left_why(layout: Layout, stats: dict[str, Any], grace_s: float) -> None:
+    """The stats' ``left_why`` (:func:`spool.stats.left_why`), as statusd's document has
+    it: why the jobs of each tool in ``left_to_others`` wait.  Said "left to the
+    processors that offer it" alike, a tool's jobs left for a restart's grace by its mark
+    alone read as claimed soon, and failed ``unknown_tool`` once the grace was over (QA
     h417)."""
-    from spool.lease import heartbeat_fresh  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.offer_marks import offered_lately  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.stats import (  # noqa: PLC0415 - lazy, see spool.cli
-        readable_processors,
-        starting_processors,
-        unoffered_tool,
-    )
-    from spool.text import seconds_text  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import left_why, readable_processors  # noqa: PLC0415 - lazy
 
-    def why(tool: str) -> str | None:
-        live = readable_processors(layout)
-        if live is None:
-            return None
-        now = datetime.now(UTC).timestamp()
-        fresh = [status for status in live if heartbeat_fresh(status, now)
-                 and not status.stopping]
-        if not fresh or unoffered_tool(fresh, tool) is None:
-            return None
-        if starting_processors(layout):
-            return "left while a processor starts that may offer it"
-        if (ago := offered_lately(layout, grace_s)(tool)) is not None:
-            return (f"left for a restart's grace: no live processor offers it, one did "
-                    f"{seconds_text(round(ago, 1))} ago")
-        return None
-
-    return why
+    left = stats.get("left_to_others")
+    if left is None:  # partial: no processors' fields
+        return
+    live = readable_processors(layout) if left else []
+    now = datetime.now(UTC).timestamp()
+    stats["left_why"] = {} if live is None else left_why(layout, live, left, now, grace_s)
 
 
 def not_counted(stats: dict[str, Any], blind: list[JobState]) -> None:
@@ -249,10 +230,8 @@ def _span_s(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
 
 
-def stats_lines(stats: dict[str, Any],
-                why_left: Callable[[str], str | None] | None = None) -> list[str]:
-    """``spoolq stats``'s text; ``why_left``: why the jobs of a tool are left, when not
-    to the live processors that offer it (:func:`_why_left`)."""
+def stats_lines(stats: dict[str, Any]) -> list[str]:
+    """``spoolq stats``'s text."""
     counts = stats["counts"]
     oldest = stats["oldest_pending_age_s"]
     lines = [f"{state:<10}{n}" if n is not None else
@@ -301,7 +280,7 @@ def stats_lines(stats: dict[str, Any],
         room = stats.get("compute_room", stats["job_num"])
         if room < stats["job_num"]:  # COMPUTE jobs wait for room a Dask cluster lacks
             lines.append(f"          room for {room} now: " + _short_of_room(stats, room))
-        lines.extend(_left_lines(stats, why_left))
+        lines.extend(_left_lines(stats))
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append(f"processor down: {_why_down(stats.get('processors', []))}")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
@@ -314,22 +293,24 @@ LEFT_LINES = 5
 """The most tools ``spoolq stats`` names a line each whose jobs are left to others."""
 
 
-def _left_lines(stats: dict[str, Any],
-                why_left: Callable[[str], str | None] | None = None) -> list[str]:
-    """A line for each tool whose pending jobs some live processors leave to the others
-    that offer it (a rolling upgrade, docs/scaling.md): shown only as "pending", they
-    looked stuck.  ``why_left`` says why instead when none offers it now."""
+def _left_lines(stats: dict[str, Any]) -> list[str]:
+    """A line for each tool whose pending jobs some live processors leave (a rolling
+    upgrade, docs/scaling.md): shown only as "pending", they looked stuck.  Why, as the
+    stats' ``left_why`` says it (``spoolq show``'s words); where it says nothing, left to
+    the processors that offer the tool."""
     left: dict[str, int] = stats.get("left_to_others") or {}
+    why_left: dict[str, str] = stats.get("left_why") or {}
     lines = []
     for tool, n in list(left.items())[:LEFT_LINES]:
+        jobs = "1 pending job" if n == 1 else f"{n} pending jobs"
+        if (why := why_left.get(tool)) is not None:
+            lines.append(printable(f"          {jobs} of tool {tool!r}: {why}"))
+            continue
         leaving = [f"pid {p['pid']} on {p['host']}" for p in stats["processors"]
                    if p.get("alive") and tool in (p.get("left_to_others") or {})]
-        jobs = "1 pending job" if n == 1 else f"{n} pending jobs"
         verb = "does" if len(leaving) == 1 else "do"
-        why = (why_left(tool) if why_left is not None else None) or \
-            "left to the processors that offer it"
-        lines.append(printable(f"          {jobs} of tool {tool!r} {why} "
-                               f"({', '.join(leaving)} {verb} not load it)"))
+        lines.append(printable(f"          {jobs} of tool {tool!r} left to the processors "
+                               f"that offer it ({', '.join(leaving)} {verb} not load it)"))
     if len(left) > LEFT_LINES:
         lines.append(f"          and those of {len(left) - LEFT_LINES} more tools")
     return lines

@@ -209,8 +209,10 @@ def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDa
     assert statuses[knows.pid] == {}, "it runs them: it leaves none"
     assert set(statuses[lacks.pid]) == {"d_append"}
     lines = _cli(spool_root, "stats").stdout.splitlines()
-    said = [line for line in lines if "left to the processors that offer it" in line]
-    assert len(said) == 1 and "of tool 'd_append'" in said[0], lines
+    said = [line for line in lines if "of tool 'd_append'" in line]
+    assert len(said) == 1, lines
+    assert "left to the processors that offer tool 'd_append' (pid " in said[0], said
+    assert f"pid {knows.pid} on " in said[0], said
     assert f"pid {lacks.pid} on " in said[0] and "does not load it" in said[0], said
 
     pending = [n[:-5] for n in os.listdir(spool_root / "pending") if n.endswith(".json")]
@@ -445,8 +447,9 @@ def test_a_processor_started_after_the_one_offering_a_tool_stopped_cleanly_leave
     # Said "left to the processors that offer it" while none did (QA h417).
     wait_for(said, 30, "the job left counted by spoolq stats")
     line = said()[0]
-    assert "left for a restart's grace: no live processor offers it, one did " in line, line
-    assert "left to the processors that offer it" not in line, line
+    assert "no live processor offers tool 'd_append', but one did " in line, line
+    assert "left for its return (a restart)" in line, line
+    assert "left to the processors that offer" not in line, line
     drop(spool_root, "typo", {"tool": "d_appendd", "params": {}})
     wait_for(lambda: record(spool_root, "typo") is not None, 30, "the typo's record")
     typo = record(spool_root, "typo")
