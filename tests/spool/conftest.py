@@ -23,6 +23,7 @@ from spoolkit import FakeClock, Holders, make_client, make_spool
 from spool.client import Client
 from spool.fsops import Mover
 from spool.layout import Layout
+from spool.lease import CLAIMS
 from spool.settings import FsyncMode
 from spool.transitions import Spool
 
@@ -34,6 +35,7 @@ def _open_fds() -> set[int]:
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     fds = _open_fds()
+    claims = dict(CLAIMS)
     threads = set(threading.enumerate())
     earlier = {c.pid for c in psutil.Process().children(recursive=True)}
     yield
@@ -48,6 +50,8 @@ def no_leaks() -> Iterator[None]:
     assert not leaked_fds, "file descriptors left open: " + ", ".join(
         f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}" for fd in sorted(leaked_fds))
     assert not leaked_threads, f"threads left running: {leaked_threads}"
+    stale = {fd: ino for fd, ino in CLAIMS.items() if claims.get(fd) != ino}
+    assert not stale, f"claim descriptors left noted (spool.lease.CLAIMS): {stale}"
 
 
 @pytest.fixture
