@@ -33,7 +33,7 @@ from spool.fsops import (
     sticky_said,
 )
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
-from spool.lease import CLAIMS, OPEN_FLAGS, open_nofollow, try_lock
+from spool.lease import CLAIMS, OPEN_FLAGS, close_noted, open_nofollow, try_lock
 
 
 @dataclass(slots=True)
@@ -50,8 +50,10 @@ class Claim:
     def close(self, closer: Callable[[int], None] = os.close) -> None:
         if not self.closed:
             self.closed = True
-            CLAIMS.pop(self.fd, None)  # before the close: its number is not reused yet
-            closer(self.fd)
+            try:
+                closer(self.fd)
+            finally:  # after the close: a child forked before it closes its copy
+                CLAIMS.pop(self.fd, None)
 
 
 class BackgroundCloser:
@@ -87,9 +89,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     if (opened := _open(src, job_id)) is None:
         return None  # gone, or not a regular file: intake's business
     fd, before = opened
-    # Noted from its open, as what is open on its file holds its lock once taken: a
-    # process forked meanwhile (a FAST tool's thread) closes it (spool.lease._forked).
-    CLAIMS[fd] = before.st_ino
+    CLAIMS[fd] = before  # noted from its open (in _open), now with the file it names
     try:
         if not S_ISREG(before.st_mode) or not _lock(fd, job_id):
             return None
@@ -105,13 +105,11 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             raise _lookup_trouble(exc, job_id) from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
-            CLAIMS.pop(fd, None)
-            os.close(fd)
+            close_noted(fd)
             fd = -1  # closed: the finally below must not close it again
             if (newer := _lease_newer(mover, src, dst, job_id, after)) is None:
                 return None
             fd, before = newer  # its one fstat, given back on EIO as the file it replaced
-            CLAIMS[fd] = before.st_ino
         size = before.st_size
         # Grown since intake judged it (through a descriptor its writer kept), a file is
         # read no further than a job can be: the daemon then runs what it judged.  One
@@ -133,8 +131,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         return claim
     finally:
         if fd >= 0:
-            CLAIMS.pop(fd, None)
-            os.close(fd)
+            close_noted(fd)
 
 
 def _move_in(mover: Mover, src: StrPath, dst: StrPath, fd: int, before: os.stat_result, *,
@@ -153,7 +150,7 @@ def _move_in(mover: Mover, src: StrPath, dst: StrPath, fd: int, before: os.stat_
         raise
     if leased is not None and leased != fd:  # a link's new name (see Mover.move_leased)
         CLAIMS.pop(fd, None)
-        CLAIMS[leased] = before.st_ino
+        CLAIMS[leased] = before
     return leased
 
 
@@ -166,7 +163,11 @@ def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
     crashed the processor).  Out of descriptors (or the kernel failing), the file is
     there all the same: spool trouble, which the caller waits out, where "lost" had the
     processor forget the job until its next periodic scan.  Its fstat's errors are taken
-    as the open's (:func:`_files_trouble`)."""
+    as the open's (:func:`_files_trouble`).
+
+    The descriptor is noted in :data:`~spool.lease.CLAIMS` at once (None: its file not
+    known yet): a process forked during its fstat (a FAST tool's thread takes the GIL
+    the fstat lets go) kept a copy that held the lock :func:`take` then took."""
     try:
         fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
     except OSError as exc:
@@ -175,10 +176,11 @@ def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
         if (trouble := failing_read(exc, f"cannot claim {job_id}")) is not None:
             raise trouble from exc
         return None
+    CLAIMS[fd] = None
     try:
         return fd, os.fstat(fd)
     except OSError as exc:
-        os.close(fd)
+        close_noted(fd)  # never locked: forgotten before its close
         raise _files_trouble(exc, job_id) from exc
 
 
@@ -297,17 +299,18 @@ def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str,
     except OSError:
         fd = -1
     if fd >= 0:
+        CLAIMS[fd] = None  # noted before its lock, as in _open
         try:
-            st = os.fstat(fd)
+            CLAIMS[fd] = st = os.fstat(fd)
             regular = S_ISREG(st.st_mode)
             if regular and try_lock(fd):
                 return fd, st
         except OSError as exc:  # given back whatever the error, then raised as the claim's
-            os.close(fd)
+            close_noted(fd)
             with contextlib.suppress(OSError, SpoolIOError):
                 mover.move(dst, src, replace=False, durable=False)
             raise _files_trouble(exc, job_id) from exc
-        os.close(fd)
+        close_noted(fd)
         if regular and (st.st_ino, st.st_dev) != (moved.st_ino, moved.st_dev):
             return None  # not the file this claim moved: whoever put it there holds it
     mover.move(dst, src, replace=False)  # back for its claimant, or for intake to judge

@@ -188,11 +188,32 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
 _LEASES: weakref.WeakSet[OwnerLease] = weakref.WeakSet()
 """The owner leases this process holds, closed in a child it forks (:func:`_forked`)."""
 
-CLAIMS: dict[int, int] = {}
-"""The claim leases this process holds: descriptor -> the job file's inode, closed in a
-child it forks (:func:`_forked`).  Kept by :mod:`spool.claim` (a claim's take and
-:meth:`~spool.claim.Claim.close`) and :func:`spool.orphans.lease`; a plain dict, as the
-claim is the processor's hot path (a store and a pop a job, some 0.1 us)."""
+CLAIMS: dict[int, os.stat_result | None] = {}
+"""The claim leases this process holds: descriptor -> the job file's fstat (None between
+its open and its fstat), closed in a child it forks (:func:`_forked`).  Kept by
+:mod:`spool.claim` (a claim's take and :meth:`~spool.claim.Claim.close`) and
+:func:`spool.orphans.lease`; a plain dict, as the claim is the processor's hot path (a
+store and a pop a job, some 0.1 us).  Noted from the open (a copy forked before the lock
+holds it once taken), and forgotten after the close (forgotten before, a copy forked in
+between held the lock for as long as the child lived): a number noted of a descriptor
+closed a moment ago may name another file meanwhile, which the child tells by its
+device and inode (a pipe or a socket a FAST tool opened has an inode number of its own
+device, which may be the job file's)."""
+
+
+def close_noted(fd: int) -> None:
+    """Close ``fd``, a descriptor noted in :data:`CLAIMS`, and forget it: after its close
+    when its file is noted (a child forked before it closes its copy, told by its
+    identity), before it when only its open is (None: not locked yet, and closed
+    unlooked-at in a child, its number might name another file by then)."""
+    if fd in CLAIMS and CLAIMS[fd] is None:
+        del CLAIMS[fd]
+        os.close(fd)
+        return
+    try:
+        os.close(fd)
+    finally:
+        CLAIMS.pop(fd, None)
 
 
 def _forked() -> None:
@@ -207,14 +228,15 @@ def _forked() -> None:
     as long as the child lived (h416).  The child's work is its tool's (the processor
     kills it at its stop, as systemd's cgroup kill does at its death), no run of its
     own: the job is recovered like any other the dead processor ran.  A descriptor is
-    closed only if it is still open on the inode its claim noted."""
+    closed only if it is still open on the file its claim noted (device and inode), or
+    noted as just opened (None: its fstat not back yet)."""
     for lease in list(_LEASES):
         lease.forget()
     claims = list(CLAIMS.items())
     CLAIMS.clear()
-    for fd, inode in claims:
+    for fd, noted in claims:
         with contextlib.suppress(OSError):
-            if os.fstat(fd).st_ino == inode:
+            if noted is None or _identity(os.fstat(fd)) == _identity(noted):
                 os.close(fd)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import fcntl
 import os
 import random
 import stat
@@ -36,7 +37,7 @@ from spool.history import history_of, retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in, parse_job, read_fd, record_from_job
 from spool.layout import ORIG_SUFFIX
-from spool.lease import CLAIMS, names, open_nofollow, try_lock
+from spool.lease import CLAIMS, close_noted, names, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, error_text, parse_record
 from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
@@ -479,6 +480,9 @@ def _finishing(layout: Layout, path: Path, job_id: str) -> bool:
         if not stat.S_ISREG(st.st_mode):
             return False
         if try_lock(fd):
+            # Unlocked before its close: a child forked meanwhile (a FAST tool's thread)
+            # kept a copy that held the lock, and recovery took the run for a live one's.
+            fcntl.flock(fd, fcntl.LOCK_UN)
             return True  # let go since: the lease is tried again
         data = read_fd(fd, MAX_ACTIVE_BYTES, st.st_size)
         seen = Claim(job_id, fd, data, st.st_ctime_ns, st.st_mtime_ns)
@@ -513,8 +517,9 @@ def lease(path: Path, job_id: str) -> Claim | None:
                 ) is not None:
             raise trouble from exc
         return None  # gone, no file to open (quarantined by the caller), or held for now
+    CLAIMS[fd] = None  # noted before its lock (closed in a child forked: spool.lease._forked)
     try:
-        st = os.fstat(fd)
+        CLAIMS[fd] = st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and try_lock(fd):
             now = os.lstat(path)
             if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
@@ -523,10 +528,9 @@ def lease(path: Path, job_id: str) -> Claim | None:
                 try:
                     data = read_fd(fd_out, MAX_ACTIVE_BYTES, st.st_size)
                 except OSError as exc:  # EIO: its trouble, not the pass's (see settle)
-                    os.close(fd_out)
+                    close_noted(fd_out)
                     raise UnreadableDrop(f"cannot read {path.parent.name}/{path.name}: "
                                          f"{exc.strerror}") from exc
-                CLAIMS[fd_out] = st.st_ino  # closed in a child forked (spool.lease._forked)
                 return Claim(job_id, fd_out, data, now.st_ctime_ns, now.st_mtime_ns)
         return None
     except FileNotFoundError:
@@ -540,7 +544,7 @@ def lease(path: Path, job_id: str) -> Claim | None:
         raise known from exc
     finally:
         if fd >= 0:
-            os.close(fd)
+            close_noted(fd)
 
 
 def _moved(path: Path, fd: int) -> bool:
