@@ -93,12 +93,13 @@ def _not_anothers_as_root(layout: Layout) -> None:
     if os.geteuid() == 0 and owner != 0 and not all(
             folder.is_dir() for folder in layout.all_folders()):
         try:
-            user = pwd.getpwuid(owner).pw_name
-        except KeyError:
-            user = str(owner)
+            name = pwd.getpwuid(owner).pw_name
+            whose, user = f"{name}'s (uid {owner})", name
+        except KeyError:  # no name: sudo takes a uid as #UID (a bare number is a name)
+            whose, user = f"uid {owner}'s (no user of that name)", f"#{owner}"
         # Only --system was named: a user's own spool made before offers/ (which its
         # processor makes) was to be turned into a system spool to be mended (QA h417).
-        raise SpoolError(f"{layout.root} is {user}'s (uid {owner}): run spoolq init as "
+        raise SpoolError(f"{layout.root} is {whose}: run spoolq init as "
                          f"that user (sudo -u {shlex.quote(user)} spoolq init --spool-dir "
                          f"{shlex.quote(str(layout.root))}), or, for a system spool, mend it "
                          "with its owners and modes as root: spoolq init --system --user "

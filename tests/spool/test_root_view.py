@@ -273,6 +273,33 @@ def test_roots_plain_init_of_a_users_spool_short_of_a_folder_says_to_run_it_as_t
     assert not (root / "offers").exists()
 
 
+def test_roots_plain_init_of_a_nameless_uids_spool_names_the_uid_as_sudo_takes_it(
+        open_dir: Path) -> None:
+    """A spool of a uid with no user name: ``sudo -u 4242`` looks up a user named
+    "4242" (unknown user); sudo takes a uid as ``#4242`` (QA h419)."""
+    uid = next(n for n in range(4242, 70000) if not _has_name(n))
+    root, _ = _nobodys_spool(open_dir)
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, uid, uid)
+    (root / "offers").rmdir()
+    done = _spoolq("init", "--spool-dir", str(root))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.strip() == (
+        f"spoolq: error: {root} is uid {uid}'s (no user of that name): run spoolq init as "
+        f"that user (sudo -u '#{uid}' spoolq init --spool-dir {root}), or, for a system "
+        "spool, mend it with its owners and modes as root: spoolq init --system --user "
+        "USER --group GROUP")
+    assert not (root / "offers").exists()
+
+
+def _has_name(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
 def test_a_process_pins_a_spool_whose_folders_keep_moving_a_bounded_number_of_times(
         open_dir: Path) -> None:
     """Each view is kept to the end (a client may still use it): another user moving a
