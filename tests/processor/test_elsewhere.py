@@ -330,18 +330,25 @@ def test_a_mark_of_another_users_is_replaced_by_one_of_the_processors_own(
     ``offers/``: the mark is replaced by one of its own."""
     layout = Layout(spool_root)
     mark = layout.offer_str("theirs")
-    OfferMarks(Mover(layout, FsyncMode.NEVER), ["theirs"]).touch()
-    long_ago = time.time() - 1000
-    os.utime(mark, (long_ago, long_ago))
+    marks = OfferMarks(Mover(layout, FsyncMode.NEVER), ["theirs"])
+    marks.touch()
+    theirs = os.lstat(mark).st_ino  # taken for another user's file from here on
     real_utime = os.utime
 
     def utime(path: str, *args: object, **kwargs: object) -> None:
-        if path == mark and os.lstat(path).st_mtime < time.time() - 500:
+        if path == mark and os.lstat(path).st_ino == theirs:
             raise PermissionError(13, "Permission denied", path)  # as for another's file
         real_utime(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "utime", utime)
-    OfferMarks(Mover(layout, FsyncMode.NEVER), ["theirs"]).touch()
+    lately = time.time() - 5
+    real_utime(mark, (lately, lately))  # their processor dates it: left as it is
+    marks.touch()
+    assert os.lstat(mark).st_ino == theirs, "replaced though another processor dates it"
+    long_ago = time.time() - 1000
+    real_utime(mark, (long_ago, long_ago))  # theirs, dated no more
+    marks.touch()
+    assert os.lstat(mark).st_ino != theirs, "not replaced"
     st = os.lstat(mark)
     assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
     assert offered_within(layout, "theirs", 10.0, time.time()) is not None
