@@ -221,12 +221,13 @@ async def stats(request: web.Request) -> web.Response:
     # and processors_unknown instead of the 503 (the dashboard's counts went on showing the
     # spool of the last answer, for as long as a status file stayed unread).
     live = await services.read_processors()  # off the loop: a hung filesystem held it
+    reasons = await services.read_left_why(live)  # off it too (owners/, offers/)
     if flag_value(request, "partial"):
-        return _json(orjson.dumps(services.scrape_of(live), option=DUMP_OPTS))
+        return _json(orjson.dumps(services.scrape_of(live, reasons), option=DUMP_OPTS))
     if isinstance(live, SpoolIOError):  # logged once a run by Services.processors
         raise ApiError(503, "processors_unknown", str(live),
                        {"Retry-After": str(RETRY_AFTER_S)}) from live
-    return _json(orjson.dumps(services.stats_of(live), option=DUMP_OPTS))
+    return _json(orjson.dumps(services.stats_of(live, reasons), option=DUMP_OPTS))
 
 
 async def tools(request: web.Request) -> web.Response:

@@ -117,10 +117,32 @@ class Services:
             return unread
         return found
 
-    def stats_of(self, processors: list[OwnerStatus], now: float | None = None
-                 ) -> dict[str, Any]:
-        """:meth:`stats` of the processors' state read already (:meth:`read_processors`)."""
-        return self._document(processors, now)
+    def stats_of(self, processors: list[OwnerStatus], reasons: dict[str, str],
+                 now: float | None = None) -> dict[str, Any]:
+        """:meth:`stats` of the processors' state read already (:meth:`read_processors`),
+        and why jobs are left (:meth:`read_left_why`)."""
+        return self._document(processors, now, reasons)
+
+    async def read_left_why(self, processors: list[OwnerStatus] | SpoolIOError
+                            ) -> dict[str, str]:
+        """The stats' ``left_why`` (:func:`spool.stats.left_why`) for every tool a live
+        processor leaves, read off the loop and waited for :data:`PROCESSORS_WAIT_S` at
+        most (a processor starting is looked for in ``owners/``, a tool's mark in
+        ``offers/``: on the loop, a hung filesystem held every request); {} when no tool
+        is left, nothing is known of the processors, or the filesystem does not answer
+        (the dashboard then says what it says without one)."""
+        if isinstance(processors, SpoolIOError):
+            return {}
+        left = {tool: 1 for status in processors for tool in status.left_to_others}
+        if not left:
+            return {}
+        try:
+            reasons: dict[str, str] = await asyncio.wait_for(self.in_thread(
+                left_why, self.layout, processors, left, time.time(),
+                self.settings.grace_s), PROCESSORS_WAIT_S)
+        except (TimeoutError, OSError, SpoolIOError):
+            return {}
+        return reasons
 
     @contextlib.contextmanager
     def scraping(self, processors: list[OwnerStatus] | SpoolIOError) -> Iterator[None]:
@@ -135,8 +157,11 @@ class Services:
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """DESIGN section 9's stats document, from the index (no folder scan), or while
         it loads from the start's scan; a SpoolIOError when the processors' state cannot
-        be read (:meth:`processors`)."""
-        return self._document(self.processors(), now)
+        be read (:meth:`processors`).  Read on the caller's thread, ``left_why`` too."""
+        processors = self.processors()
+        left = {tool: 1 for status in processors for tool in status.left_to_others}
+        reasons = left_why(self.layout, processors, left, time.time(), self.settings.grace_s)
+        return self._document(processors, now, reasons)
 
     def scrape(self) -> dict[str, Any]:
         """The stats document for /metrics and ``GET /api/v1/stats?partial=1``: when the
@@ -152,15 +177,21 @@ class Services:
                 processors = exc
         return self.scrape_of([] if processors is None else processors)  # None: loading
 
-    def scrape_of(self, processors: list[OwnerStatus] | SpoolIOError) -> dict[str, Any]:
-        """:meth:`scrape` of the processors' state read already (:meth:`read_processors`)."""
+    def scrape_of(self, processors: list[OwnerStatus] | SpoolIOError,
+                  reasons: dict[str, str] | None = None) -> dict[str, Any]:
+        """:meth:`scrape` of the processors' state read already (:meth:`read_processors`),
+        and why jobs are left (:meth:`read_left_why`; none for /metrics, which shows no
+        reason)."""
         if not self.tracker.loading.knows_spool:
             return {"statusd": self._own_figures()}
         if isinstance(processors, SpoolIOError):
-            return without_processors(self._document([], None), str(processors))
-        return self._document(processors, None)
+            return without_processors(self._document([], None, {}), str(processors))
+        return self._document(processors, None, reasons or {})
 
-    def _document(self, processors: list[OwnerStatus], now: float | None) -> dict[str, Any]:
+    def _document(self, processors: list[OwnerStatus], now: float | None,
+                  reasons: dict[str, str]) -> dict[str, Any]:
+        """The stats document; ``reasons``: why each tool's jobs are left, read already
+        (:func:`spool.stats.left_why`), of which those in ``left_to_others`` are said."""
         now = now if now is not None else time.time()
         figures = self._figures()
         oldest_ns = figures.oldest_pending_mtime_ns()
@@ -181,8 +212,8 @@ class Services:
         # 361 KB, read every 5 s by each open dashboard, and a select of 3,009 (QA).
         doc["tools"] = sorted([*offered, *seen[:MAX_SEEN_TOOLS]])
         doc["tools_omitted"] = max(0, len(seen) - MAX_SEEN_TOOLS)
-        doc["left_why"] = left_why(self.layout, processors, doc["left_to_others"], now,
-                                   self.settings.grace_s)
+        doc["left_why"] = {tool: reasons[tool] for tool in doc["left_to_others"]
+                           if tool in reasons}
         by_tool = figures.counts_by_tool(doc["tools"])
         if by_tool is not None:
             doc["counts_by_tool"] = by_tool

@@ -12,12 +12,17 @@ though in the last the job fails ``unknown_tool`` once the grace is over (QA h41
 from __future__ import annotations
 
 import os
+import threading
+from typing import Any
 
+import pytest
 from statusdkit import FakeOwner, ServerThread, request, submit, wait_for
 
 from spool.lease import OwnerLease
 from spool.offer_marks import OfferMarks
+from spool.stats import left_why
 from spool.transitions import Spool
+from statusd import services as services_module
 
 
 def _stats(server: ServerThread, query: str = "") -> dict[str, object]:
@@ -27,13 +32,15 @@ def _stats(server: ServerThread, query: str = "") -> dict[str, object]:
     return doc
 
 
-def _stats_once_pending(server: ServerThread, query: str = "") -> dict[str, object]:
-    """The stats once statusd's index has the job submitted: ``left_to_others`` is capped
-    by the pending count, 0 until then (the full suite's load: {} in 2 of 4 tests)."""
+def _stats_once_pending(server: ServerThread, query: str = "", jobs: int = 1
+                        ) -> dict[str, object]:
+    """The stats once statusd's index has the ``jobs`` submitted: ``left_to_others`` is
+    capped by the pending count, 0 until then (the full suite's load: {} in 2 of 4
+    tests)."""
     def pending() -> dict[str, object] | None:
         doc = _stats(server, query)
         counts = doc["counts"]
-        return doc if isinstance(counts, dict) and counts["pending"] == 1 else None
+        return doc if isinstance(counts, dict) and counts["pending"] == jobs else None
 
     doc: dict[str, object] = wait_for(pending, 30, "the job pending in statusd's index")
     return doc
@@ -57,6 +64,39 @@ def test_a_tool_only_a_mark_keeps_says_it_fails_once_the_grace_is_over(
             assert "then fails unknown_tool" in why["nap"], why
     finally:
         lacks.close()
+
+
+def test_the_reasons_are_read_off_the_loop(server: ServerThread, spool: Spool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``left_why`` looks into ``owners/`` (a processor starting) and ``offers/`` (the
+    tool's mark): on the event loop, as first written (QA h418), a hung filesystem held
+    every request, which the processors' own read is kept off the loop for.  Read in the
+    write threads, and with nothing left, not at all."""
+    threads: list[str] = []
+
+    def recorded(*args: Any) -> dict[str, str]:
+        threads.append(threading.current_thread().name)
+        return left_why(*args)
+
+    monkeypatch.setattr(services_module, "left_why", recorded)
+    OfferMarks(spool.mover, ["nap"]).touch()
+    lacks = FakeOwner(spool, "lacks-2-bbbb", busy=0, left_to_others={"nap": 1})
+    submit(spool, "napping", tool="nap")
+    try:
+        for query in ("", "?partial=1"):
+            threads.clear()
+            why = _stats_once_pending(server, query)["left_why"]
+            assert isinstance(why, dict) and set(why) == {"nap"}, why
+            assert threads and all(t.startswith("statusd-write") for t in threads), threads
+    finally:
+        lacks.close()
+    none = FakeOwner(spool, "none-3-cccc", busy=0)
+    try:
+        threads.clear()
+        assert _stats(server)["left_why"] == {}
+        assert threads == [], "read with no job left"
+    finally:
+        none.close()
 
 
 def test_a_tool_a_starting_processor_may_offer_says_so(server: ServerThread,
@@ -86,7 +126,7 @@ def test_a_tool_another_live_processor_offers_names_it(server: ServerThread,
     submit(spool, "napping", tool="nap")
     submit(spool, "plain")
     try:
-        why = _stats_once_pending(server)["left_why"]
+        why = _stats_once_pending(server, jobs=2)["left_why"]
         pid = os.getpid()
         assert why == {"nap": f"left to the processors that offer tool 'nap' (pid {pid} "
                        f"on one); pid {pid} on two does not load it"}, why
