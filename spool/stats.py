@@ -24,6 +24,7 @@ from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import NOT_THERE, STARTING_S, heartbeat_fresh, is_locked
 from spool.models import OwnerStatus
+from spool.offer_marks import offered_lately
 from spool.states import TERMINAL, JobState
 from spool.text import seconds_text
 
@@ -364,23 +365,31 @@ def left_to_others(live: list[OwnerStatus], pending: int | None = None) -> dict[
     return dict(sorted(left.items()))
 
 
-def left_why(layout: Layout, live: list[OwnerStatus], left: dict[str, int], now: float,
+def waiting_for(layout: Layout, grace_s: float
+                ) -> tuple[Callable[[], list[str]], Callable[[str], float | None]]:
+    """What a job of a tool no live processor offers waits for, as the clients ask it of
+    ``layout`` (``starting`` and ``lately`` of :func:`catalogue_refusal` and
+    :func:`pending_wait`): the processors starting (:func:`starting_processors`, read
+    once), and how long ago a processor offered the tool, within the processors' grace
+    for a restart (``grace_s``: ``SPOOL_GRACE_S``; :func:`spool.offer_marks.offered_lately`)."""
+    return (functools.cache(functools.partial(starting_processors, layout)),
+            offered_lately(layout, grace_s))
+
+
+def left_why(layout: Layout, live: list[OwnerStatus], tools: Iterable[str], now: float,
              grace_s: float) -> dict[str, str]:
-    """The stats document's ``left_why``: why the jobs of each tool in ``left`` (its
+    """The stats document's ``left_why``: why the jobs of each of ``tools`` (those of its
     ``left_to_others``) wait, as ``spoolq show`` says it of one of them
     (:func:`pending_wait`; ``live``: the lock holders' status files, ``grace_s``:
     ``SPOOL_GRACE_S``): left to the live processors that offer the tool, to one starting
     (its tools not said yet), or for a restart's grace by the tool's mark alone, after
     which they fail ``unknown_tool``; a tool whose reason cannot be told (a processor
     publishes no catalogue) has none.  The dashboard and ``spoolq stats`` called all
-    three "left to the processors that offer it" (QA h417, h418).  Only the tools in
-    ``left``, most often none: ``owners/`` is listed again and the mark looked at only
-    for a tool no live processor offers."""
-    from spool.offer_marks import offered_lately  # noqa: PLC0415 - only with jobs left
-
-    starting = functools.cache(functools.partial(starting_processors, layout))
-    lately = offered_lately(layout, grace_s)
-    reasons = {tool: pending_wait(live, tool, now, starting, lately) for tool in left}
+    three "left to the processors that offer it" (QA h417, h418).  Only the tools left,
+    most often none: ``owners/`` is listed again and the mark looked at only for a tool
+    no live processor offers."""
+    starting, lately = waiting_for(layout, grace_s)
+    reasons = {tool: pending_wait(live, tool, now, starting, lately) for tool in tools}
     return {tool: why for tool, why in reasons.items() if why is not None}
 
 

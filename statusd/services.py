@@ -131,18 +131,20 @@ class Services:
         ``offers/``: on the loop, a hung filesystem held every request); {} when no tool
         is left, nothing is known of the processors, or the filesystem does not answer
         (the dashboard then says what it says without one)."""
-        if isinstance(processors, SpoolIOError):
-            return {}
-        left = {tool: 1 for status in processors for tool in status.left_to_others}
-        if not left:
+        if isinstance(processors, SpoolIOError) or not any(
+                status.left_to_others for status in processors):
             return {}
         try:
-            reasons: dict[str, str] = await asyncio.wait_for(self.in_thread(
-                left_why, self.layout, processors, left, time.time(),
-                self.settings.grace_s), PROCESSORS_WAIT_S)
+            reasons: dict[str, str] = await asyncio.wait_for(
+                self.in_thread(self._left_why, processors), PROCESSORS_WAIT_S)
         except (TimeoutError, OSError, SpoolIOError):
             return {}
         return reasons
+
+    def _left_why(self, processors: list[OwnerStatus]) -> dict[str, str]:
+        """:func:`spool.stats.left_why` of every tool one of ``processors`` leaves."""
+        tools = {tool for status in processors for tool in status.left_to_others}
+        return left_why(self.layout, processors, tools, time.time(), self.settings.grace_s)
 
     @contextlib.contextmanager
     def scraping(self, processors: list[OwnerStatus] | SpoolIOError) -> Iterator[None]:
@@ -159,9 +161,7 @@ class Services:
         it loads from the start's scan; a SpoolIOError when the processors' state cannot
         be read (:meth:`processors`).  Read on the caller's thread, ``left_why`` too."""
         processors = self.processors()
-        left = {tool: 1 for status in processors for tool in status.left_to_others}
-        reasons = left_why(self.layout, processors, left, time.time(), self.settings.grace_s)
-        return self._document(processors, now, reasons)
+        return self._document(processors, now, self._left_why(processors))
 
     def scrape(self) -> dict[str, Any]:
         """The stats document for /metrics and ``GET /api/v1/stats?partial=1``: when the

@@ -43,7 +43,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 from typing import Any, Literal
@@ -56,12 +55,11 @@ from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.intake import malformed_reason, validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
-from spool.offer_marks import offered_lately
 from spool.stats import (
     catalogue_refusal,
     readable_processors,
     spent_attempts,
-    starting_processors,
+    waiting_for,
 )
 from spool.text import without_bom
 from statusd.errors import (
@@ -168,8 +166,8 @@ def _submit(services: Services, job: Job, any_tool: bool) -> str:
     """Drop ``job`` (in a write thread: the catalogue's read blocks as the drop does)."""
     layout = services.layout
     if not any_tool and (refusal := catalogue_refusal(
-            readable_processors(layout), job, functools.partial(starting_processors, layout),
-            offered_lately(layout, services.settings.grace_s))) is not None:
+            readable_processors(layout), job,
+            *waiting_for(layout, services.settings.grace_s))) is not None:
         raise ApiError(400, refusal.type.value, f"{refusal.reason}; any_tool=1 submits it "
                        "anyway")
     if (why := spent_attempts(services.layout, job)) is not None:

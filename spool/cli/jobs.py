@@ -15,7 +15,6 @@ with ``--json`` writes its file to stdout as stored, a chunk at a time
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -62,9 +61,8 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
     from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.offer_marks import offered_lately  # noqa: PLC0415 - lazy, see spool.cli
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.stats import pending_wait, starting_processors  # noqa: PLC0415 - lazy
+    from spool.stats import pending_wait, waiting_for  # noqa: PLC0415 - lazy
 
     layout = reader_of(settings).layout
     blind = SpoolReader(layout).unsearchable_states()
@@ -100,8 +98,7 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
              "once that file leaves running/")
     elif record.state is JobState.PENDING and record.tool is not None and (
             why := pending_wait(live(), record.tool, time.time(),
-                                functools.partial(starting_processors, layout),
-                                offered_lately(layout, settings.grace_s))):
+                                *waiting_for(layout, settings.grace_s))):
         # A job held by its not_before or a retry's backoff said only "left to the
         # processors that offer it", as if they could claim it now (h403).
         until = held(record)

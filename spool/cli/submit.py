@@ -399,15 +399,9 @@ def check_catalogue(live: list[OwnerStatus] | None, job: Job, layout: Layout,
     not while a processor of ``layout`` starts, which may offer it, nor for a tool one
     offered within a restart's grace (``grace_s``, ``SPOOL_GRACE_S``, then 60 s)."""
     from spool.errors import ErrorType  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.offer_marks import offered_lately  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.stats import (  # noqa: PLC0415 - lazy, see spool.cli
-        catalogue_refusal,
-        starting_processors,
-    )
+    from spool.stats import catalogue_refusal, waiting_for  # noqa: PLC0415 - lazy
 
-    if (refusal := catalogue_refusal(
-            live, job, functools.partial(starting_processors, layout),
-            offered_lately(layout, grace_s))) is not None:
+    if (refusal := catalogue_refusal(live, job, *waiting_for(layout, grace_s))) is not None:
         how = "lists" if refusal.type is ErrorType.UNKNOWN_TOOL else "shows"
         raise UsageError(f"{refusal.reason}; 'spoolq tools' {how} them, --any-tool "
                          "submits it anyway")
