@@ -194,7 +194,6 @@ class OtherCatalogues:
         self._starting = starting
         self._announced = known & (announced | {owner for owner, _ in unannounced})
         if not starting:  # said again once offered anew
-            wall = time.time()
             self._said &= offered.keys() | {
                 tool for tool, at in self._marked.items() if wall - at < self.grace_s}
 

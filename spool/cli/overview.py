@@ -40,7 +40,6 @@ from spool.layout import Layout
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
-
     from spool.cli.user_reader import UserReader
     from spool.settings import Settings
 
