@@ -98,6 +98,15 @@ class FakeClock:
         self._now += timedelta(seconds=seconds)
 
 
+def has_passwd_entry(uid: int) -> bool:
+    """Whether ``uid`` has a user name (an entry in the passwd database)."""
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
 def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
                clock: FakeClock | None = None, *, recycle: bool = False,
                follow: bool = False) -> Spool:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spoolkit import LOAD_SPOOL
+from spoolkit import LOAD_SPOOL, has_passwd_entry
 
 HOMELESS_UID = 54321
 # Imported first (the interpreter may sit where that uid cannot read, as under /root),
@@ -20,15 +20,7 @@ AS_HOMELESS = (LOAD_SPOOL + "import os, sys\nfrom spool.cli.main import main\n"
                "sys.exit(main(sys.argv[1:]))")
 
 
-def _has_entry(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or _has_entry(HOMELESS_UID),
+@pytest.mark.skipif(os.geteuid() != 0 or has_passwd_entry(HOMELESS_UID),
                     reason="needs root and a uid with no passwd entry")
 @pytest.mark.parametrize("home", [None, ""], ids=["unset", "empty"])
 @pytest.mark.parametrize(("spool_dir", "words"), [

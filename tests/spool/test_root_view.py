@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from spoolkit import has_passwd_entry
 
 from spool import view as view_module
 from spool.client import Client
@@ -277,7 +278,7 @@ def test_roots_plain_init_of_a_nameless_uids_spool_names_the_uid_as_sudo_takes_i
         open_dir: Path) -> None:
     """A spool of a uid with no user name: ``sudo -u 4242`` looks up a user named
     "4242" (unknown user); sudo takes a uid as ``#4242`` (QA h419)."""
-    uid = next(n for n in range(4242, 70000) if not _has_name(n))
+    uid = next(n for n in range(4242, 70000) if not has_passwd_entry(n))
     root, _ = _nobodys_spool(open_dir)
     for path in [root, *root.rglob("*")]:
         os.lchown(path, uid, uid)
@@ -290,14 +291,6 @@ def test_roots_plain_init_of_a_nameless_uids_spool_names_the_uid_as_sudo_takes_i
         "spool, mend it with its owners and modes as root: spoolq init --system --user "
         "USER --group GROUP")
     assert not (root / "offers").exists()
-
-
-def _has_name(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
 
 
 def test_a_process_pins_a_spool_whose_folders_keep_moving_a_bounded_number_of_times(
