@@ -114,13 +114,7 @@ def test_the_child_closes_only_the_claims_descriptors(spool: Spool, tmp_path: Pa
     CLAIMS[stale] = os.stat(spool.layout.root)  # not this file
 
     def still_open() -> bytes:
-        def is_open(fd: int) -> bool:
-            try:
-                os.fstat(fd)
-            except OSError:
-                return False
-            return True
-        return bytes([is_open(claim.fd), is_open(plain), is_open(stale), len(CLAIMS)])
+        return bytes([_is_open(claim.fd), _is_open(plain), _is_open(stale), len(CLAIMS)])
 
     try:
         with forked(still_open) as said:
